@@ -1,0 +1,27 @@
+"""keras-skipblock: Bias Loss and SkipblockNet for Keras 3 / TensorFlow."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="keras-skipblock",
+    version="0.1.0",
+    description="Bias Loss and SkipblockNet (ICCV 2021) for Keras 3 / TensorFlow",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["keras_skipblock", "keras_skipblock.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "keras>=3.5",
+        "tensorflow>=2.17",
+        "tensorflow-datasets>=4.9",
+        "tensorflow-model-optimization>=0.8",
+        "keras-cv>=0.9",
+        "absl-py>=1.4",
+        "ai-edge-litert>=1.2",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.4", "matplotlib>=3.8"],
+        "plots": ["matplotlib>=3.8"],
+    },
+)
