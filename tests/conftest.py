@@ -1,0 +1,29 @@
+"""Shared test set-up: quiet TF, deterministic seeds, small real data."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    yield
+    keras.backend.clear_session()
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's bundled digits (1,797 real 8x8 images), as
+    (x float32 in [0, 1] of shape (n, 8, 8, 1), y int32)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.images[..., None] / 16.0).astype("float32")
+    return x, data.target.astype("int32")
