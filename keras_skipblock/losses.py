@@ -44,19 +44,23 @@ def sample_variance(features):
     Float32 even under mixed precision: float16 squares of activations
     overflow and lose the small variances that the scaling compares.
     """
-    features = ops.convert_to_tensor(features)
-    if len(features.shape) < 2:
-        raise ValueError(
-            "BiasLoss: `features` must have a batch axis and at least one "
-            f"feature axis (rank >= 2); got shape {tuple(features.shape)}. "
-            "Pass the last conv layer's output (batch, h, w, c)."
-        )
+    features = _check_rank(ops.convert_to_tensor(features))
     flat = ops.reshape(ops.cast(features, "float32"), (ops.shape(features)[0], -1))
     n = ops.cast(ops.shape(flat)[1], "float32")
     mean = ops.mean(flat, axis=1, keepdims=True)
     squared = ops.sum(ops.square(flat - mean), axis=1)
     # One feature per sample has no spread: define its variance as 0.
     return squared / ops.maximum(n - 1.0, 1.0)
+
+
+def _check_rank(features):
+    if len(features.shape) < 2:
+        raise ValueError(
+            "BiasLoss: `features` must have a batch axis and at least one "
+            f"feature axis (rank >= 2); got shape {tuple(features.shape)}. "
+            "Pass the last conv layer's output (batch, h, w, c)."
+        )
+    return features
 
 
 def _check_finite(variances):
@@ -264,6 +268,7 @@ class BiasLoss(keras.losses.Loss):
 
 
 def _check_batch_sizes(y_true, logits, features):
+    _check_rank(features)
     sizes = {
         "labels": ops.shape(y_true)[0],
         "logits": ops.shape(logits)[0],
