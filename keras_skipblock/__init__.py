@@ -4,3 +4,4 @@ from keras_skipblock.losses import BiasLoss, BiasWeights, bias_weights, sample_v
 from keras_skipblock.task import BiasLossModel, with_features
 
 __version__ = "0.1.0"
+from keras_skipblock import models

@@ -1,0 +1,27 @@
+"""Model zoo: SkipblockNet XS/S/M/L and the keras.applications baselines,
+all as `BiasLossModel`s with outputs {"logits", "features"}."""
+
+from keras_skipblock.models.registry import MODEL_NAMES, get_model
+from keras_skipblock.models.skipblocknet import (
+    AdaptiveAveragePooling2D,
+    SkipblockNet,
+    SkipblockNetL,
+    SkipblockNetM,
+    SkipblockNetS,
+    SkipblockNetXS,
+    make_divisible,
+    stage_outputs,
+)
+
+__all__ = [
+    "MODEL_NAMES",
+    "get_model",
+    "AdaptiveAveragePooling2D",
+    "SkipblockNet",
+    "SkipblockNetXS",
+    "SkipblockNetS",
+    "SkipblockNetM",
+    "SkipblockNetL",
+    "make_divisible",
+    "stage_outputs",
+]

@@ -1,0 +1,144 @@
+"""Models by name: `get_model("skipblocknet_m", input_shape, num_classes)`.
+
+Every model returned is a `keras_skipblock.BiasLossModel` with outputs
+`{"logits", "features"}`, randomly initialised, with **no input
+preprocessing inside**: data pipelines feed float32 images scaled to
+[-1, 1] (project convention). The keras.applications baselines are built
+with `weights=None`, `include_preprocessing=False` where that argument
+exists, and a linear classifier; EfficientNet-B0, which always rescales its
+input by 1/255 inside, has those layers replaced by identities.
+"""
+
+import keras
+
+from keras_skipblock.task import with_features
+
+
+def _skipblocknet(variant):
+    def build(input_shape, num_classes, **kwargs):
+        from keras_skipblock.models import skipblocknet
+
+        constructor = getattr(skipblocknet, f"SkipblockNet{variant}")
+        return constructor(input_shape=input_shape, num_classes=num_classes, **kwargs)
+
+    return build
+
+
+def _wrap(model):
+    return with_features(model)
+
+
+def _mobilenet_v3(kind):
+    def build(input_shape, num_classes, alpha=1.0, dropout=0.2, minimalistic=False, name=None):
+        app = getattr(keras.applications, f"MobileNetV3{kind}")
+        model = app(
+            input_shape=input_shape,
+            alpha=alpha,
+            minimalistic=minimalistic,
+            weights=None,
+            classes=num_classes,
+            dropout_rate=dropout,
+            classifier_activation=None,
+            include_preprocessing=False,
+            name=name or f"mobilenet_v3_{kind.lower()}",
+        )
+        return _wrap(model)
+
+    return build
+
+
+def _mobilenet_v2(input_shape, num_classes, alpha=0.75, name=None):
+    model = keras.applications.MobileNetV2(
+        input_shape=input_shape,
+        alpha=alpha,
+        weights=None,
+        classes=num_classes,
+        classifier_activation=None,
+        name=name or "mobilenet_v2",
+    )
+    return _wrap(model)
+
+
+def _densenet121(input_shape, num_classes, name=None):
+    model = keras.applications.DenseNet121(
+        input_shape=input_shape,
+        weights=None,
+        classes=num_classes,
+        classifier_activation=None,
+        name=name or "densenet121",
+    )
+    return _wrap(model)
+
+
+def _efficientnet_b0(input_shape, num_classes, dropout=0.2, name=None):
+    model = keras.applications.EfficientNetB0(
+        input_shape=input_shape,
+        weights=None,
+        classes=num_classes,
+        classifier_activation=None,
+        name=name or "efficientnet_b0",
+    )
+    # keras' EfficientNet always rescales by 1/255 and normalises inside; the
+    # project feeds [-1, 1] images, so those preprocessing layers become no-ops.
+    preprocessing = (keras.layers.Rescaling, keras.layers.Normalization)
+
+    def clone(layer):
+        if isinstance(layer, preprocessing):
+            return keras.layers.Identity(name=layer.name)
+        if isinstance(layer, keras.layers.Dropout) and layer.name == "top_dropout":
+            return keras.layers.Dropout(dropout, name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    model = keras.models.clone_model(model, clone_function=clone)
+    return _wrap(model)
+
+
+def _nasnet_mobile(input_shape, num_classes, name=None):
+    model = keras.applications.NASNetMobile(
+        input_shape=input_shape,
+        weights=None,
+        classes=num_classes,
+        classifier_activation=None,
+        name=name or "nasnet_mobile",
+    )
+    return _wrap(model)
+
+
+_BUILDERS = {
+    "skipblocknet_xs": _skipblocknet("XS"),
+    "skipblocknet_s": _skipblocknet("S"),
+    "skipblocknet_m": _skipblocknet("M"),
+    "skipblocknet_l": _skipblocknet("L"),
+    "mobilenet_v3_large": _mobilenet_v3("Large"),
+    "mobilenet_v3_small": _mobilenet_v3("Small"),
+    "mobilenet_v2": _mobilenet_v2,
+    "densenet121": _densenet121,
+    "efficientnet_b0": _efficientnet_b0,
+    "nasnet_mobile": _nasnet_mobile,
+}
+
+MODEL_NAMES = tuple(_BUILDERS)
+
+
+def get_model(name, input_shape=(224, 224, 3), num_classes=1000, **kwargs):
+    """Build the model called `name` as a `BiasLossModel`.
+
+    Args:
+        name: one of `MODEL_NAMES`.
+        input_shape: (height, width, channels) of the float32 input, which
+            the data pipeline scales to [-1, 1].
+        num_classes: size of the `logits` output.
+        **kwargs: passed to the constructor. SkipblockNet: `width`,
+            `dropout`, `bn_momentum`, `skip_blocks`, ... (see
+            `keras_skipblock.models.skipblocknet`). MobileNetV3: `alpha`,
+            `dropout`, `minimalistic`. MobileNetV2: `alpha` (default 0.75,
+            the paper's CIFAR-100 baseline). EfficientNet-B0: `dropout`.
+            All: `name`.
+
+    Returns:
+        A `keras_skipblock.BiasLossModel` with outputs {"logits", "features"}.
+    """
+    key = str(name).lower()
+    if key not in _BUILDERS:
+        raise ValueError(f"Unknown model {name!r}. Valid names: {', '.join(MODEL_NAMES)}.")
+    return _BUILDERS[key](tuple(input_shape), num_classes, **kwargs)
