@@ -5,3 +5,4 @@ from keras_skipblock.task import BiasLossModel, with_features
 
 __version__ = "0.1.0"
 from keras_skipblock import models
+from keras_skipblock.flops import count_flops
