@@ -154,9 +154,8 @@ def with_features(model, feature_layer=None):
         )
     features = _feature_tensor(model, feature_layer)
     logits = _logits_tensor(model)
-    return BiasLossModel(
-        inputs=model.inputs, outputs={LOGITS: logits, FEATURES: features}, name=model.name
-    )
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return BiasLossModel(inputs=inputs, outputs={LOGITS: logits, FEATURES: features}, name=model.name)
 
 
 def _feature_tensor(model, feature_layer):
