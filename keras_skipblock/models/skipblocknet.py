@@ -90,8 +90,45 @@ _M_SKIPS = (Skip(1, 5, 6), Skip(2, 3, 2.3))
 # the dense layer after pooling, and the default width multiplier.
 Design = collections.namedtuple("Design", "stem stages skips head last_point width")
 
+
+
+def _changed(stages, stage, block, **changes):
+    """A copy of a stage table with one block's settings changed."""
+    stages = [list(blocks) for blocks in stages]
+    stages[stage - 1][block - 1] = stages[stage - 1][block - 1]._replace(**changes)
+    return tuple(tuple(blocks) for blocks in stages)
+
+
+# XS, S and L: the paper gives only targets (Table 1, 224x224, 1000 classes).
+# All three keep M's large layout, blocks and skip blocks, so the skip
+# blocks join the same stages at every size; they differ in width, in the
+# dense layer after pooling, and in one early block. Figures: trainable
+# parameters / multiply-accumulates (`count_flops`) at 224x224.
+#
+# XS (target 2.3 M / 81 M): width 0.5 and a 1024-wide dense layer (the
+#   1280 x 1000 classifier alone would be 1.3 M). At width 0.5 the stem has
+#   8 channels and stage 1's first expansion (t=4) only 32, which starves the
+#   high-resolution layers; t=6 there restores 48 channels for 3 M more MACs
+#   and 1 k parameters.  -> 2,329,272 (+1.3%) / 79.1 M (-2.4%).
+# S (target 3.6 M / 152 M): width 0.7 alone gives 3.69 M / 144 M, short on
+#   compute; widening stage 1's first two blocks (24 -> 32 before width,
+#   24 channels at 0.7) adds it at 1/4 resolution where parameters are
+#   cheap.  -> 3,693,632 (+2.6%) / 156.8 M (+3.2%).
+# L (target 7.1 M / 364 M): width 1.2; the dense layer 1024 (x1.2 = 1232)
+#   instead of 1280 (x1.2 = 1536) keeps the parameters on target.
+#   -> 7,021,448 (-1.1%) / 365.3 M (+0.4%).
 _DESIGNS = {
+    "XS": Design(16, _changed(_M_STAGES, 1, 1, expansion=6), _M_SKIPS, None, 1024, 0.5),
+    "S": Design(
+        16,
+        _changed(_changed(_M_STAGES, 1, 1, filters=32), 1, 2, filters=32),
+        _M_SKIPS,
+        None,
+        1280,
+        0.7,
+    ),
     "M": Design(16, _M_STAGES, _M_SKIPS, None, 1280, 1.0),
+    "L": Design(16, _M_STAGES, _M_SKIPS, None, 1024, 1.2),
 }
 
 
