@@ -1,0 +1,30 @@
+"""Training: the paper's schedules, optimizer with EMA, L2 decay, strategies and the driver.
+
+`train(TrainConfig(...))` is the one driver every recipe calls.
+"""
+
+from keras_skipblock.training.callbacks import EMAModelCheckpoint, standard_callbacks
+from keras_skipblock.training.driver import TrainConfig, build_model, build_schedule, load_matching_weights, train
+from keras_skipblock.training.losses import LOSSES, SparseCategoricalFocalCrossentropy, make_loss
+from keras_skipblock.training.optimizers import (
+    SGD,
+    RMSprop,
+    add_weight_decay,
+    build_optimizer,
+    set_bn_momentum,
+)
+from keras_skipblock.training.schedules import (
+    WarmupExponentialDecay,
+    multistep_schedule,
+    paper_schedule,
+    scaled_learning_rate,
+)
+from keras_skipblock.training.strategy import STRATEGIES, get_strategy
+
+__all__ = [
+    "TrainConfig", "train", "build_model", "build_schedule", "load_matching_weights",
+    "EMAModelCheckpoint", "standard_callbacks", "LOSSES", "make_loss",
+    "SparseCategoricalFocalCrossentropy", "RMSprop", "SGD", "build_optimizer",
+    "add_weight_decay", "set_bn_momentum", "WarmupExponentialDecay", "paper_schedule",
+    "multistep_schedule", "scaled_learning_rate", "STRATEGIES", "get_strategy",
+]

@@ -1,0 +1,271 @@
+"""The one training driver that every recipe calls: `train(TrainConfig(...))`."""
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from keras_skipblock.training import callbacks as callbacks_lib
+from keras_skipblock.training import optimizers, schedules
+from keras_skipblock.training.losses import make_loss
+from keras_skipblock.training.strategy import get_strategy, is_chief
+
+SCHEDULES = ("paper", "multistep", "cosine", "constant")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run needs. Field names match the recipes' flags."""
+
+    # data
+    dataset: str = "fashion_mnist"
+    data_dir: Optional[str] = None
+    manual_dir: Optional[str] = None
+    image_size: int = 224
+    channels: Optional[int] = None  # grey data sets: 1 or 3
+    validation_size: Optional[int] = None
+    augment: bool = True
+    # model
+    model: str = "skipblocknet_m"
+    width: Optional[float] = None
+    dropout: Optional[float] = None
+    bn_momentum: Optional[float] = None
+    skip_blocks: bool = True
+    init_checkpoint: Optional[str] = None  # fine-tune: copy matching layers from this .keras
+    # loss
+    loss: str = "bias"
+    alpha: float = 0.3
+    beta: float = 0.3
+    normalization: str = "batch"
+    clamp: Optional[Sequence[float]] = (0.5, 1.5)
+    label_smoothing: float = 0.0
+    # optimisation
+    epochs: int = 350
+    batch_size: int = 512  # global, all replicas together
+    learning_rate: Optional[float] = None  # peak; None: 0.032 * batch_size / 512
+    lr_schedule: str = "paper"
+    warmup_epochs: float = schedules.WARMUP_EPOCHS
+    decay_epochs: float = schedules.DECAY_EPOCHS
+    decay_rate: float = schedules.DECAY_RATE
+    milestones: Sequence[float] = (60, 120, 160)
+    lr_factor: float = 0.2
+    optimizer: str = "rmsprop"
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    ema_decay: Optional[float] = optimizers.PAPER_EMA_DECAY
+    # run
+    model_dir: str = "/tmp/keras_skipblock"
+    seed: int = 0
+    strategy: str = "default"
+    tpu: Optional[str] = None
+    mixed_precision: bool = False
+    steps_per_epoch: Optional[int] = None
+    eval_steps: Optional[int] = None
+    backup_steps: Optional[int] = None
+    jit_compile: Optional[bool] = None  # None: XLA on GPU/TPU, not on CPU (slower there, slow to compile)
+    verbose: int = 1
+
+
+def _model_kwargs(config):
+    name = config.model.lower()
+    kwargs = {}
+    if name.startswith("skipblocknet"):
+        for key in ("width", "dropout", "bn_momentum"):
+            if getattr(config, key) is not None:
+                kwargs[key] = getattr(config, key)
+        kwargs["skip_blocks"] = config.skip_blocks
+    elif name.startswith("mobilenet"):
+        if config.width is not None:
+            kwargs["alpha"] = config.width
+        if config.dropout is not None and name.startswith("mobilenet_v3"):
+            kwargs["dropout"] = config.dropout
+    elif name == "efficientnet_b0" and config.dropout is not None:
+        kwargs["dropout"] = config.dropout
+    return kwargs
+
+
+def build_model(config, input_shape, num_classes):
+    """The `BiasLossModel` named `config.model`, with BN momentum, L2 and checkpoint applied."""
+    from keras_skipblock.models import get_model
+
+    model = get_model(config.model, input_shape=input_shape, num_classes=num_classes,
+                      **_model_kwargs(config))
+    if config.bn_momentum is not None:
+        optimizers.set_bn_momentum(model, config.bn_momentum)
+    if config.init_checkpoint:
+        copied, skipped = load_matching_weights(model, config.init_checkpoint)
+        print(f"Fine-tuning from {config.init_checkpoint}: {copied} layers copied, "
+              f"{len(skipped)} kept fresh ({', '.join(skipped[:5])}{'...' if len(skipped) > 5 else ''}).")
+    optimizers.add_weight_decay(model, config.weight_decay)
+    return model
+
+
+def load_matching_weights(model, checkpoint):
+    """Copy weights layer by layer (same name, same shapes) from a saved .keras model.
+
+    Layers that differ (a classifier with another number of classes) keep
+    their fresh initialisation. Returns (copied count, skipped layer names).
+    """
+    if not os.path.exists(checkpoint):
+        raise FileNotFoundError(f"--init_checkpoint {checkpoint!r} does not exist.")
+    source = keras.saving.load_model(checkpoint, compile=False)
+    by_name = {layer.name: layer for layer in source._flatten_layers(include_self=False)}
+    copied, skipped = 0, []
+    for layer in model._flatten_layers(include_self=False):
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        other = by_name.get(layer.name)
+        other_weights = other.get_weights() if other is not None else None
+        if other_weights is not None and [w.shape for w in other_weights] == [w.shape for w in weights]:
+            layer.set_weights(other_weights)
+            copied += 1
+        else:
+            skipped.append(layer.name)
+    return copied, skipped
+
+
+def build_schedule(config, steps_per_epoch):
+    lr = config.learning_rate
+    if config.lr_schedule == "paper":
+        return schedules.paper_schedule(
+            config.batch_size, steps_per_epoch, peak_learning_rate=lr,
+            warmup_epochs=config.warmup_epochs, decay_epochs=config.decay_epochs,
+            decay_rate=config.decay_rate,
+        )
+    lr = lr if lr is not None else 0.1
+    if config.lr_schedule == "multistep":
+        return schedules.multistep_schedule(lr, config.milestones, steps_per_epoch, config.lr_factor)
+    if config.lr_schedule == "cosine":
+        warmup = int(config.warmup_epochs * steps_per_epoch)
+        total = max(config.epochs * steps_per_epoch - warmup, 1)
+        return keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else lr, total, warmup_target=lr if warmup else None, warmup_steps=warmup)
+    if config.lr_schedule == "constant":
+        return lr
+    raise ValueError(f"Unknown lr_schedule {config.lr_schedule!r}; use one of {SCHEDULES}.")
+
+
+def _set_precision(config):
+    if not config.mixed_precision:
+        return
+    policy = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+    keras.mixed_precision.set_global_policy(policy)
+
+
+def _jit_compile(config):
+    if config.jit_compile is not None:
+        return config.jit_compile
+    accelerated = config.strategy == "tpu" or bool(tf.config.list_logical_devices("GPU"))
+    return "auto" if accelerated else False
+
+
+def train(config):
+    """Train, checkpoint, resume, evaluate. Returns a dict of the run's results.
+
+    - `config.model_dir` receives backup/ (resume state), best.keras (EMA
+      weights of the best validation epoch), history.csv, logs/ (TensorBoard)
+      and summary.json. Started again with the same model_dir, the run
+      continues from its last backup: weights, optimizer slots and step,
+      EMA weights and BiasLoss's running minimum.
+    - Ends by evaluating best.keras on the test split and printing one
+      summary line.
+    """
+    start = time.time()
+    strategy = get_strategy(config.strategy, config.tpu)  # first: multi-worker needs it early
+    keras.utils.set_random_seed(config.seed)
+    _set_precision(config)
+    chief = is_chief(strategy)
+    model_dir = config.model_dir if chief else os.path.join(
+        config.model_dir, f"worker_{strategy.cluster_resolver.task_id}")
+    os.makedirs(model_dir, exist_ok=True)
+
+    from keras_skipblock.data import get_datasets
+
+    repeat = config.steps_per_epoch is not None
+    data = get_datasets(
+        config.dataset, config.image_size, config.batch_size, data_dir=config.data_dir,
+        manual_dir=config.manual_dir, seed=config.seed, validation_size=config.validation_size,
+        channels=config.channels, repeat=repeat, augment=config.augment,
+        drop_remainder=True if config.strategy == "tpu" else None,
+    )
+    steps_per_epoch = config.steps_per_epoch or max(data.train_size // config.batch_size, 1)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"--batch_size {config.batch_size} (global) must be divisible by the "
+                         f"{replicas} replicas of --strategy {config.strategy}.")
+
+    with strategy.scope():
+        model = build_model(config, data.image_shape, data.num_classes)
+        optimizer = optimizers.build_optimizer(
+            config.optimizer, build_schedule(config, steps_per_epoch),
+            ema_decay=config.ema_decay, momentum=config.momentum)
+        loss = make_loss(config.loss, config.alpha, config.beta, config.normalization,
+                         tuple(config.clamp) if config.clamp else None, config.label_smoothing)
+        model.compile(
+            optimizer=optimizer, loss=loss,
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                     keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")],
+            jit_compile=_jit_compile(config),
+        )
+    _write_json(os.path.join(model_dir, "config.json"), dataclasses.asdict(config))
+    if config.verbose:
+        print(f"{config.model} ({model.count_params():,} parameters) on {data.name}: "
+              f"{data.train_size} training images, {data.num_classes} classes, "
+              f"{data.image_shape}, global batch {config.batch_size} on {replicas} replica(s), "
+              f"{steps_per_epoch} steps/epoch, loss {config.loss}.")
+
+    validation = data.validation if data.validation is not None else data.test
+    history = model.fit(
+        data.train,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch if repeat else None,
+        validation_data=validation,
+        validation_steps=config.eval_steps,
+        callbacks=callbacks_lib.standard_callbacks(
+            model_dir, ema=bool(config.ema_decay), backup_steps=config.backup_steps,
+            write_outputs=True, tensorboard=chief),
+        verbose=config.verbose,
+    )
+
+    best_path = os.path.join(model_dir, callbacks_lib.BEST_MODEL)
+    if os.path.exists(best_path):
+        model.load_weights(best_path)  # EMA weights of the best epoch
+    elif callbacks_lib.has_ema(model) and model.optimizer.built:
+        swapper = keras.callbacks.SwapEMAWeights()
+        swapper.set_model(model)
+        swapper._swap_variables()
+    results = model.evaluate(data.test, steps=config.eval_steps, verbose=0, return_dict=True)
+    epochs_done = history.epoch[-1] + 1 if history.epoch else _epochs_in_csv(model_dir)
+    summary = {
+        "model": config.model, "loss": config.loss, "dataset": data.name,
+        "test_top1": float(results["accuracy"]), "test_top5": float(results["top5"]),
+        "test_loss": float(results["loss"]),
+        "epochs": int(epochs_done), "optimizer_steps": int(model.optimizer.iterations.numpy()),
+        "wall_time_s": round(time.time() - start, 1), "best_model": best_path,
+        "bias_loss_variance_min": float(model.bias_loss_variance_min.numpy()),
+    }
+    _write_json(os.path.join(model_dir, "summary.json"), summary)
+    print(f"SUMMARY {data.name} {config.model} loss={config.loss}: test top-1 "
+          f"{summary['test_top1']:.4f}, top-5 {summary['test_top5']:.4f}, "
+          f"epochs {summary['epochs']}, wall time {summary['wall_time_s']:.0f} s "
+          f"(this process), model {best_path}", flush=True)
+    return summary
+
+
+def _epochs_in_csv(model_dir):
+    path = os.path.join(model_dir, callbacks_lib.HISTORY_CSV)
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return max(sum(1 for _ in f) - 1, 0)
+
+
+def _write_json(path, value):
+    with open(path, "w") as f:
+        json.dump(value, f, indent=2, default=str)

@@ -1,0 +1,43 @@
+"""tf.distribute strategies by name: default | mirrored | multi_worker | tpu."""
+
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
+
+def get_strategy(name="default", tpu_address=None):
+    """The strategy called `name`. Create it first thing in a program (before other TF work).
+
+    - default: no distribution (one device).
+    - mirrored: one machine, all its GPUs; with no GPU, all logical CPU
+      devices (e.g. made with `tf.config.set_logical_device_configuration`).
+    - multi_worker: `MultiWorkerMirroredStrategy`, cluster from TF_CONFIG.
+    - tpu: `TPUStrategy` on `tpu_address` ("" or None: the local TPU / Cloud
+      TPU VM, or the TPU named in the environment).
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(f"Unknown strategy {name!r}; use one of {STRATEGIES}.")
+
+
+def is_chief(strategy):
+    """Whether this worker should write summaries and checkpoints of its own."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "cluster_spec", None):
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type is None:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "chief" or (not has_chief and task_type == "worker" and task_id == 0)
