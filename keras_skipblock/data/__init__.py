@@ -86,6 +86,7 @@ def get_datasets(name, image_size, batch_size, data_dir=None, manual_dir=None, s
         if channels == 3:
             x_train, x_test = (np.repeat(x[..., None], 3, axis=-1) for x in (x_train, x_test))
         val_n = default_val if validation_size is None else validation_size
+        val_n = min(val_n, len(x_train) // 5)  # tiny data sets keep most images for training
         validation = None
         if val_n:
             train_idx, val_idx = _holdout(len(x_train), val_n, seed)

@@ -51,8 +51,8 @@ def folder_splits(directory, holdout_every=10):
     """{'train': (paths, labels), 'test': (paths, labels)}, class_names.
 
     With a train/ sub-folder, the evaluation split is the first of
-    validation/, val/, test/ found. Otherwise every `holdout_every`-th image
-    of each class (in sorted order) is held out for evaluation.
+    validation/, val/, test/ found. Otherwise the last 1/`holdout_every` of
+    each class's images (sorted by name; at least one) is held out for evaluation.
     """
     train_dir = os.path.join(directory, "train")
     if os.path.isdir(train_dir):
@@ -66,13 +66,16 @@ def folder_splits(directory, holdout_every=10):
             f"{os.path.abspath(directory)!r} has train/ but none of {EVAL_FOLDERS} for evaluation."
         )
     paths, labels, classes = list_image_folder(directory)
-    counts = {}
-    split = {"train": ([], []), "test": ([], [])}
+    by_class = {}
     for path, label in zip(paths, labels):
-        counts[label] = counts.get(label, 0) + 1
-        key = "test" if counts[label] % holdout_every == 0 else "train"
-        split[key][0].append(path)
-        split[key][1].append(label)
+        by_class.setdefault(label, []).append(path)
+    split = {"train": ([], []), "test": ([], [])}
+    for label, files in sorted(by_class.items()):
+        n_test = max(1, len(files) // holdout_every) if len(files) > 1 else 0
+        for i, path in enumerate(files):
+            key = "test" if i >= len(files) - n_test else "train"
+            split[key][0].append(path)
+            split[key][1].append(label)
     return split, classes
 
 
