@@ -159,7 +159,7 @@ class AdaptiveAveragePooling2D(layers.Layer):
     When the input size is a multiple of the output size this is plain
     average pooling (TFLite AVERAGE_POOL_2D). Otherwise the windows differ
     in size or overlap, and it is two products with constant pooling
-    matrices (TFLite FULLY_CONNECTED), which still convert and quantize.
+    matrices (TFLite CONV_2D between TRANSPOSEs), which convert and quantize.
     Channels-last only.
     """
 
@@ -191,11 +191,14 @@ class AdaptiveAveragePooling2D(layers.Layer):
 
     @staticmethod
     def _matrices(x, rows, cols):
-        # (b, h, w, c) -> (b, w, c, h) @ rows -> (b, w, c, oh)
-        x = ops.tensordot(ops.transpose(x, (0, 2, 3, 1)), ops.cast(rows, x.dtype), axes=1)
-        # -> (b, oh, c, w) @ cols -> (b, oh, c, ow) -> (b, oh, ow, c)
-        x = ops.tensordot(ops.transpose(x, (0, 3, 2, 1)), ops.cast(cols, x.dtype), axes=1)
-        return ops.transpose(x, (0, 1, 3, 2))
+        """Pool with constant matrices rows (h, oh) and cols (w, ow): each
+        product is a 1x1 convolution over the pooled axis moved to channels,
+        which TFLite runs as CONV_2D (no shape arithmetic, quantizes well)."""
+        rows = ops.cast(rows, x.dtype)[None, None]
+        cols = ops.cast(cols, x.dtype)[None, None]
+        x = ops.conv(ops.transpose(x, (0, 2, 3, 1)), rows)  # (b, w, c, oh)
+        x = ops.conv(ops.transpose(x, (0, 3, 2, 1)), cols)  # (b, oh, c, ow)
+        return ops.transpose(x, (0, 1, 3, 2))  # (b, oh, ow, c)
 
     def _dynamic(self, x, like):
         # Sizes known only at run time: build the same matrices in the graph.
@@ -213,7 +216,10 @@ class AdaptiveAveragePooling2D(layers.Layer):
             inside = ops.logical_and(j >= start[None, :], j < end[None, :])
             return ops.cast(inside, x.dtype) / ops.cast(end - start, x.dtype)[None, :]
 
-        return self._matrices(x, matrix(shape[1], out_h), matrix(shape[2], out_w))
+        rows, cols = matrix(shape[1], out_h), matrix(shape[2], out_w)
+        x = ops.tensordot(ops.transpose(x, (0, 2, 3, 1)), rows, axes=1)
+        x = ops.tensordot(ops.transpose(x, (0, 3, 2, 1)), cols, axes=1)
+        return ops.transpose(x, (0, 1, 3, 2))
 
     def compute_output_shape(self, input_shape):
         if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
