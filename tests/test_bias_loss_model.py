@@ -175,3 +175,17 @@ def test_with_features_on_keras_applications(name, kwargs, channels):
     assert len(out["features"].shape) == 4
     np.testing.assert_allclose(keras.ops.softmax(out["logits"]).numpy(),
                                base(x, training=False).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_mixed_float16_training_is_finite(digits):
+    x, y = digits
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        model = ks.with_features(small_classifier())
+        model.compile(optimizer="adam", loss=ks.BiasLoss(normalization="global"))
+        assert model.predict(x[:4], verbose=0)["features"].dtype == np.float16
+        history = model.fit(x[:128], y[:128], batch_size=64, epochs=2, verbose=0)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert np.isfinite(float(model.bias_loss_variance_min))
