@@ -108,6 +108,23 @@ def variance_tables(data, losses=("ce", "bias", "focal")):
     return "\n".join(out)
 
 
+def bias_weight_stats(data):
+    """Mean z and clamped fraction over the last epoch's training batches."""
+    import csv
+    import io
+
+    lines = []
+    for r in sorted(data["runs"], key=lambda r: (r["arch"], r["seed"])):
+        if r["loss"] != "bias" or "history_csv" not in r:
+            continue
+        rows = list(csv.DictReader(io.StringIO(r["history_csv"])))
+        if rows and "bias_weight" in rows[-1]:
+            last = rows[-1]
+            lines.append(f"- {ARCH_NAMES[r['arch']]}, seed {r['seed']}: mean z {float(last['bias_weight']):.3f}, "
+                         f"clamped {float(last['bias_clamped']) * 100:.2f}% of samples (last epoch, training)")
+    return "\n".join(lines) or "(no bias-loss runs)"
+
+
 def _fmt(x):
     return f"{x:.3g}"
 
@@ -132,6 +149,8 @@ def main(argv=None):
     print(accuracy_tables(data))
     print("\n## Variance (Table 5 analogue)\n")
     print(variance_tables(data))
+    print("\n## Bias-loss weights\n")
+    print(bias_weight_stats(data))
     print("\n## Timing\n")
     print(timing(data))
 
