@@ -121,10 +121,10 @@ def test_stage_shapes_at_224():
 @pytest.mark.parametrize("size,channels", [(33, 1), (75, 3), (32, 3)])
 def test_odd_input_sizes_run_with_pytorch_shapes(size, channels):
     backbone = SkipblockNetM(input_shape=(size, size, channels), width=0.35, include_top=False)
-    multi = keras.Model(backbone.inputs, {"base": backbone.get_layer("base_block_add").output,
+    multi = keras.Model(backbone.input, {"base": backbone.get_layer("base_block_add").output,
                                           **stage_outputs(backbone)})
     x = np.random.default_rng(0).uniform(-1, 1, (2, size, size, channels)).astype("float32")
-    out = multi.predict(x, verbose=0)
+    out = {k: v.numpy() for k, v in multi(x).items()}  # eager: no tracing to pay for
     sizes = dict(zip(["base", "stage1", "stage2", "stage3", "stage4"], expected_sizes(size)))
     for name, side in sizes.items():
         assert out[name].shape[1:3] == (side, side), name
@@ -172,9 +172,9 @@ def test_adaptive_pooling_with_sizes_known_only_at_run_time():
 
 def test_skip_block_pools_the_base_block_to_the_stage_size():
     model = SkipblockNetM(input_shape=(75, 75, 3), width=0.35, include_top=False)
-    probe = keras.Model(model.inputs, [model.get_layer("base_block_add").output,
+    probe = keras.Model(model.input, [model.get_layer("base_block_add").output,
                                        model.get_layer("skip1_pool").output])
-    base, pooled = probe.predict(np.random.default_rng(3).uniform(-1, 1, (1, 75, 75, 3)), verbose=0)
+    base, pooled = (t.numpy() for t in probe(np.random.default_rng(3).uniform(-1, 1, (1, 75, 75, 3)).astype("float32")))
     assert base.shape[1:3] == (38, 38) and pooled.shape[1:3] == (10, 10)  # 38 / 10 does not divide
     np.testing.assert_allclose(pooled, numpy_adaptive_pool(base, 10, 10), rtol=1e-5, atol=1e-5)
 
@@ -185,15 +185,15 @@ def test_skip_block_pools_the_base_block_to_the_stage_size():
 def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
     model = SkipblockNetM(input_shape=(35, 35, 3), num_classes=7, width=0.35)
     x = np.random.default_rng(4).uniform(-1, 1, (2, 35, 35, 3)).astype("float32")
-    before = model.predict(x, verbose=0)
+    before = model(x)
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, ks.BiasLossModel)
     assert isinstance(loaded.get_layer("skip1_pool"), AdaptiveAveragePooling2D)
-    after = loaded.predict(x, verbose=0)
+    after = loaded(x)
     for key in ("logits", "features"):
-        np.testing.assert_allclose(after[key], before[key], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(after[key].numpy(), before[key].numpy(), rtol=0, atol=1e-6)
 
 
 def test_short_fit_with_bias_loss_reduces_the_loss(digits):
@@ -230,7 +230,7 @@ def test_converts_to_tflite_at_a_small_odd_size():
     x = np.random.default_rng(5).uniform(-1, 1, (1, 33, 33, 3)).astype("float32")
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
     interpreter.invoke()
-    expected = model.predict(x, verbose=0)
+    expected = {k: v.numpy() for k, v in model(x).items()}
     outputs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
     logits = next(o for o in outputs if o.ndim == 2)
     np.testing.assert_allclose(logits, expected["logits"], atol=1e-4)

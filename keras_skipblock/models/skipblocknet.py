@@ -410,7 +410,7 @@ def SkipblockNet(
 def stage_outputs(model):
     """{"stage1": ..., "stage4": ...}: each stage's output tensor of a
     SkipblockNet (with or without top), e.g. for a detection head:
-    `keras.Model(backbone.inputs, stage_outputs(backbone))`."""
+    `keras.Model(backbone.input, stage_outputs(backbone))`."""
     names = [layer.name for layer in model.layers if layer.name.endswith("_output") and layer.name.startswith("stage")]
     return {n[: -len("_output")]: model.get_layer(n).output for n in names}
 
