@@ -1,0 +1,284 @@
+"""Keras model -> LiteRT flatbuffer with one batch-1 image input and logits only.
+
+The phone model needs logits only: `features` (the last conv map Bias Loss
+reads) exists for training. The signature is fixed to batch 1 (`(1, H, W, C)`)
+so that the runtime plans static shapes.
+
+Quantization modes:
+
+- "none": float32 weights and activations.
+- "float16": float16 weights, float32 compute (LiteRT dequantizes them).
+- "dynamic": int8 weights, float activations (dynamic-range quantization).
+- "int8": full-integer post-training quantization: int8 weights and
+  activations, calibrated on real images; float32 input and output (the
+  QUANTIZE/DEQUANTIZE at the two edges cost one pass over the input image
+  and the logits) unless `io_type="int8"`.
+
+Why int8 used to be slower than float32 (see docs/tflite.md): the converter
+fuses `x * relu6(x + 3) / 6` into one HARD_SWISH op; XNNPACK, LiteRT's CPU
+engine, runs HARD_SWISH in float only, so every int8 HARD_SWISH fell back to
+LiteRT's own (scalar on x86) kernel and cut the graph into one XNNPACK
+partition per activation. `int8_friendly_ops()` traces the same function in
+a form the converter leaves as ADD(+RELU6)/MUL/MUL, all run by XNNPACK in
+int8 (`_hard_silu_int8`). Likewise non-overlapping average pooling
+(SkipblockNet's skip blocks) becomes the equivalent depthwise convolution
+with constant 1/(kh*kw) weights, because XNNPACK has no int8 AVERAGE_POOL_2D.
+The Keras model is not changed; float32 conversions keep the fused ops.
+"""
+
+import contextlib
+import os
+
+import numpy as np
+
+from keras_skipblock.litert.errors import LiteRTError
+
+QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+
+
+# -- loading ------------------------------------------------------------------
+
+
+def load_keras_model(checkpoint=None, model_name=None, image_size=224, num_classes=1000,
+                     channels=3, **model_kwargs):
+    """A Keras model from a `.keras` checkpoint or, by name, a fresh one.
+
+    Raises LiteRTError (with the valid choices) for a missing or unreadable
+    checkpoint, an unknown model name, or both/neither given.
+    """
+    if bool(checkpoint) == bool(model_name):
+        raise LiteRTError("Give exactly one of --checkpoint=<file.keras> or --model=<name>.")
+    if checkpoint:
+        if not os.path.isfile(checkpoint):
+            raise LiteRTError(f"Checkpoint not found: {os.path.abspath(checkpoint)}")
+        import keras
+
+        import keras_skipblock  # noqa: F401  registers BiasLossModel and friends
+        import keras_skipblock.models  # noqa: F401  registers SkipblockNet layers
+
+        try:
+            return keras.saving.load_model(checkpoint, compile=False)
+        except Exception as error:  # noqa: BLE001  any load failure is the user's file
+            raise LiteRTError(
+                f"Cannot load Keras model from {checkpoint}: {type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}"
+            ) from None
+    from keras_skipblock.models import MODEL_NAMES, get_model
+
+    if str(model_name).lower() not in MODEL_NAMES:
+        raise LiteRTError(f"Unknown model {model_name!r}. Valid names: {', '.join(MODEL_NAMES)}.")
+    return get_model(model_name, input_shape=(image_size, image_size, channels),
+                     num_classes=num_classes, **model_kwargs)
+
+
+def input_shape_of(model, image_size=None):
+    """(H, W, C) of the model's image input; image_size fills unknown H/W."""
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(shape) != 3:
+        raise LiteRTError(f"Expected one image input (H, W, C); {model.name} takes {shape}.")
+    h, w, c = shape
+    if h is None or w is None:
+        if not image_size:
+            raise LiteRTError(f"{model.name} accepts any image size: pass --image_size.")
+        h = h or image_size
+        w = w or image_size
+    return int(h), int(w), int(c)
+
+
+def logits_of(outputs):
+    """The logits of a model's outputs: the "logits" entry of a dict (a
+    BiasLossModel), or the single output of a plain classifier."""
+    if isinstance(outputs, dict):
+        if "logits" not in outputs:
+            raise LiteRTError(f"Model outputs {sorted(outputs)} have no 'logits'.")
+        return outputs["logits"]
+    if isinstance(outputs, (list, tuple)):
+        if len(outputs) != 1:
+            raise LiteRTError("Model has several outputs and no 'logits' key.")
+        return outputs[0]
+    return outputs
+
+
+def keras_logits(model, images, batch_size=64):
+    """Logits of the Keras model (inference mode) as float32 numpy."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        out.append(np.asarray(logits_of(model(images[start:start + batch_size], training=False))))
+    return np.concatenate(out).astype("float32")
+
+
+# -- int8-friendly tracing ------------------------------------------------------
+
+
+# float32(3) nudged up by one ulp (3.0000002): see _hard_silu_int8.
+_THREE_PLUS_ULP = float(np.nextafter(np.float32(3.0), np.float32(4.0)))
+
+
+def _hard_silu_int8(x):
+    """x * relu6(x + 3) / 6 for int8 conversion, as x * (relu6(x + 3) / 6).
+
+    The converter's HARD_SWISH fusion patterns match the constant 3.0
+    exactly; with 3 + 1 ulp they do not, and the ops stay ADD(+RELU6), MUL,
+    MUL, which XNNPACK runs in int8. The change (< 2.4e-7 on relu6's input)
+    is ~5 orders of magnitude below int8's resolution. This order keeps the
+    hard-sigmoid as an int8 tensor on [0, 1]; the order (x / 6) * relu6(x + 3)
+    also avoids the fusion but was calibrated far too coarsely for x / 6
+    (twice the relative logit error on a trained model).
+    """
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x)
+    gate = tf.nn.relu6(x + tf.constant(_THREE_PLUS_ULP, x.dtype)) * tf.constant(1.0 / 6.0, x.dtype)
+    return x * gate
+
+
+def _average_pool_as_depthwise(original):
+    def average_pool(inputs, pool_size, strides=None, padding="valid", data_format=None):
+        import tensorflow as tf
+
+        pool = (pool_size, pool_size) if isinstance(pool_size, int) else tuple(pool_size)
+        stride = pool if strides is None else (
+            (strides, strides) if isinstance(strides, int) else tuple(strides))
+        x = tf.convert_to_tensor(inputs)
+        channels_last = data_format in (None, "channels_last")
+        if (x.shape.rank != 4 or not channels_last or str(padding).lower() != "valid"
+                or stride != pool or x.shape[-1] is None):
+            return original(inputs, pool_size, strides, padding, data_format)
+        # A non-overlapping average is a depthwise conv with constant weights.
+        kernel = tf.fill((pool[0], pool[1], x.shape[-1], 1),
+                         tf.constant(1.0 / (pool[0] * pool[1]), x.dtype))
+        return tf.nn.depthwise_conv2d(x, kernel, (1, stride[0], stride[1], 1), "VALID")
+
+    return average_pool
+
+
+@contextlib.contextmanager
+def int8_friendly_ops():
+    """While active, Keras' TensorFlow backend traces hard-swish and
+    non-overlapping average pooling as mathematically equal ops that XNNPACK
+    runs in int8 (see the module docstring). Affects tracing only."""
+    from keras.src import backend
+    from keras.src.backend.tensorflow import nn as tf_nn
+
+    if backend.backend() != "tensorflow" or backend.nn is not tf_nn:
+        yield  # another backend: nothing to patch, convert as is
+        return
+    saved = tf_nn.hard_silu, tf_nn.average_pool
+    tf_nn.hard_silu = _hard_silu_int8
+    tf_nn.average_pool = _average_pool_as_depthwise(saved[1])
+    try:
+        yield
+    finally:
+        tf_nn.hard_silu, tf_nn.average_pool = saved
+
+
+# -- conversion -----------------------------------------------------------------
+
+
+def serving_function(model, input_shape):
+    """Concrete function with the weights frozen to constants:
+    "serving_default": images (1, H, W, C) float32 -> {"logits": (1, classes)}."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    spec = tf.TensorSpec((1,) + tuple(input_shape), tf.float32, name="images")
+
+    @tf.function(input_signature=[spec])
+    def logits(images):
+        return logits_of(model(images, training=False))
+
+    # Freezing first: handing the converter the model's variables instead
+    # keeps them as resource variables, which int8 calibration cannot read.
+    frozen = convert_variables_to_constants_v2(logits.get_concrete_function())
+
+    @tf.function(input_signature=[spec])
+    def serve(images):  # re-wrapped so that the output keeps its name
+        out = frozen(images)
+        return {"logits": out[0] if isinstance(out, (list, tuple)) else out}
+
+    return serve.get_concrete_function()
+
+
+def convert(model, quantize="none", representative_images=None, int8_friendly=True,
+            io_type="float32", input_shape=None):
+    """Convert `model` to a LiteRT flatbuffer (bytes).
+
+    Args:
+        model: a Keras model (a BiasLossModel or a single-output classifier).
+        quantize: one of QUANTIZE_MODES.
+        representative_images: float32 (n, H, W, C) real images in [-1, 1];
+            required for "int8" (a few hundred is plenty).
+        int8_friendly: for "int8", trace hard-swish and average pooling in
+            forms XNNPACK runs in int8 (`int8_friendly_ops`).
+        io_type: "float32" (default) or "int8" input/output for "int8".
+        input_shape: (H, W, C), default the model's.
+    """
+    import tensorflow as tf
+
+    if quantize not in QUANTIZE_MODES:
+        raise LiteRTError(f"Unknown quantization {quantize!r}; use one of {QUANTIZE_MODES}.")
+    if io_type not in ("float32", "int8"):
+        raise LiteRTError(f"io_type must be 'float32' or 'int8', got {io_type!r}.")
+    if io_type == "int8" and quantize != "int8":
+        raise LiteRTError("io_type='int8' needs quantize='int8'.")
+    input_shape = tuple(input_shape or input_shape_of(model))
+    if quantize == "int8":
+        if representative_images is None or len(representative_images) == 0:
+            raise LiteRTError("int8 quantization needs real calibration images (--representative_data).")
+        representative_images = np.asarray(representative_images, dtype="float32")
+        if representative_images.shape[1:] != input_shape:
+            raise LiteRTError(
+                f"Calibration images have shape {representative_images.shape[1:]}, "
+                f"the model takes {input_shape}."
+            )
+
+    patch = int8_friendly_ops() if (quantize == "int8" and int8_friendly) else contextlib.nullcontext()
+    with patch:
+        concrete = serving_function(model, input_shape)
+        # A (variable-free) trackable object makes the converter write the
+        # "serving_default" signature: images -> logits.
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], tf.Module())
+        if quantize != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":
+            def representative_dataset():
+                for i in range(len(representative_images)):
+                    yield [representative_images[i:i + 1]]
+
+            converter.representative_dataset = representative_dataset
+            # Full integer: conversion fails rather than leave float ops behind.
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if io_type == "int8":
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+        return converter.convert()
+
+
+def recalibrate_batchnorm(model, images, batch_size=64):
+    """Set every BatchNormalization's moving mean/variance to the statistics
+    of `images` (one forward pass in training mode with momentum 0).
+
+    Only for *untrained* models that are benchmarked: with random weights and
+    BN's initial statistics (0, 1) the activations shrink block after block
+    (to ~1e-8 in MobileNetV3-Large), int8 scales degenerate, and XNNPACK
+    rejects ops whose scale ratios fall out of range, which measures an
+    artefact. Recalibrated BN gives activations of a trained network's
+    magnitude. Never call this on a trained model.
+    """
+    import keras
+
+    layers = [layer for layer in model._flatten_layers()
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        model(np.asarray(images[:batch_size], dtype="float32"), training=True)
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
+    return len(layers)

@@ -1,0 +1,221 @@
+"""LiteRT pipeline: conversion in every mode, float32 parity, int8 agreement on
+real digits, the int8-friendly tracing, and convert.py's error handling.
+
+Small models on real data only (scikit-learn digits); no timing assertions
+(benchmarks live in tflite/benchmark.py, outside the suite).
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_skipblock import litert
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 16
+
+
+def _images(x):
+    """conftest digits (n, 8, 8, 1) in [0, 1] -> (n, 16, 16, 1) in [-1, 1]."""
+    import tensorflow as tf
+
+    return (tf.image.resize(x, (SIZE, SIZE)).numpy() * 2.0 - 1.0).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def data(digits):
+    x, y = digits
+    x = _images(x)
+    order = np.random.RandomState(0).permutation(len(x))
+    train, test = order[:1400], order[1400:]
+    return x[train], y[train], x[test], y[test]
+
+
+def _tiny_model():
+    """Conv/BN/hard-swish, depthwise, squeeze-excite (hard-sigmoid gate) and a
+    SkipblockNet-style pooled skip (adaptive average pooling): the ops whose
+    int8 form matters, in a model small enough to train in seconds."""
+    import keras
+    from keras import layers
+
+    from keras_skipblock import with_features
+    from keras_skipblock.models import AdaptiveAveragePooling2D
+
+    inputs = keras.Input((SIZE, SIZE, 1))
+    x = layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
+    x = layers.BatchNormalization(momentum=0.9)(x)
+    stem = layers.Activation("hard_swish")(x)
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False)(stem)
+    x = layers.BatchNormalization(momentum=0.9)(x)
+    x = layers.Activation("hard_swish")(x)
+    s = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    s = layers.Conv2D(8, 1, activation="relu")(s)
+    s = layers.Conv2D(16, 1)(s)
+    s = layers.Activation("hard_sigmoid")(s)
+    x = layers.Multiply()([x, s])
+    skip = AdaptiveAveragePooling2D()([stem, x])  # 16x16 -> 8x8: AVERAGE_POOL_2D
+    x = layers.Add()([x, skip])
+    x = layers.Conv2D(32, 1, use_bias=False)(x)
+    x = layers.BatchNormalization(momentum=0.9)(x)
+    features = layers.Activation("hard_swish")(x)
+    x = layers.GlobalAveragePooling2D()(features)
+    logits = layers.Dense(10)(x)
+    return with_features(keras.Model(inputs, logits, name="tiny"))
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x_train, y_train, _, _ = data
+    model = _tiny_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=False,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x_train, y_train, batch_size=64, epochs=12, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def int8_model(trained, data):
+    return litert.convert(trained, "int8", data[0][:200])
+
+
+def test_trained_model_is_trained(trained, data):
+    # Agreement of an untrained model's near-tied logits would measure nothing.
+    accuracy = litert.keras_accuracy(trained, data[2], data[3]).top1
+    assert accuracy > 0.85
+
+
+@pytest.mark.parametrize("quantize", ["none", "float16", "dynamic", "int8"])
+def test_each_mode_converts_to_a_batch1_logits_only_model(trained, data, int8_model, quantize):
+    flatbuffer = int8_model if quantize == "int8" else litert.convert(
+        trained, quantize, data[0][:100])
+    lite = litert.LiteRTModel(flatbuffer)
+    assert lite.input["shape"].tolist() == [1, SIZE, SIZE, 1]
+    assert lite.output["shape"].tolist() == [1, 10]  # logits only, no features
+    assert lite.interpreter.get_signature_list() == {
+        "serving_default": {"inputs": ["images"], "outputs": ["logits"]}}
+    logits = lite.predict(data[2][:5])
+    assert logits.shape == (5, 10) and np.all(np.isfinite(logits))
+
+
+def test_float32_parity_on_real_digits(trained, data):
+    flatbuffer = litert.convert(trained, "none")
+    result = litert.verify(trained, flatbuffer, data[2], "none")
+    assert result.passed and result.max_abs_diff <= 1e-4
+
+
+def test_float32_parity_mobilenet_v3_small(data):
+    """keras.applications' MobileNetV3 (fused HARD_SWISH in float32) at 32x32."""
+    import tensorflow as tf
+
+    from keras_skipblock.models import get_model
+
+    model = get_model("mobilenet_v3_small", (32, 32, 3), 10, alpha=0.75)
+    images = np.repeat(tf.image.resize(data[2][:64], (32, 32)).numpy(), 3, axis=-1)
+    litert.recalibrate_batchnorm(model, images)  # untrained: realistic activations
+    flatbuffer = litert.convert(model, "none")
+    assert litert.op_summary(flatbuffer)["ops"]["HARD_SWISH"] > 0
+    result = litert.verify(model, flatbuffer, images, "none")
+    assert result.max_abs_diff <= 1e-4
+
+
+def test_int8_agrees_with_keras_on_real_digits(trained, data, int8_model):
+    result = litert.verify(trained, int8_model, data[2], "int8", min_agreement=0.9)
+    assert result.passed and result.top1_agreement >= 0.9
+    keras_acc = litert.keras_accuracy(trained, data[2], data[3]).top1
+    lite_acc = litert.tflite_accuracy(int8_model, data[2], data[3]).top1
+    assert lite_acc >= keras_acc - 0.05
+
+
+def test_int8_runs_entirely_in_xnnpack(int8_model):
+    """The int8-friendly tracing leaves no HARD_SWISH / AVERAGE_POOL_2D, the
+    two int8 ops XNNPACK lacks; input and output stay float32."""
+    summary = litert.op_summary(int8_model)
+    assert "HARD_SWISH" not in summary["ops"] and "AVERAGE_POOL_2D" not in summary["ops"]
+    assert summary["partitions"] == 1 and not summary["outside_xnnpack"]
+    lite = litert.LiteRTModel(int8_model)
+    assert lite.input["dtype"] == np.float32 and lite.output["dtype"] == np.float32
+
+
+def test_without_int8_friendly_ops_hard_swish_leaves_xnnpack(trained, data):
+    """The finding behind int8's slowness, as a regression check."""
+    flatbuffer = litert.convert(trained, "int8", data[0][:50], int8_friendly=False)
+    outside = litert.op_summary(flatbuffer)["outside_xnnpack"]
+    assert outside["HARD_SWISH"] == 3 and outside["AVERAGE_POOL_2D"] == 1
+
+
+def test_int8_io_type(trained, data):
+    flatbuffer = litert.convert(trained, "int8", data[0][:50], io_type="int8")
+    lite = litert.LiteRTModel(flatbuffer)
+    assert lite.input["dtype"] == np.int8 and lite.output["dtype"] == np.int8
+    assert lite.predict(data[2][:3]).shape == (3, 10)  # (de)quantized by LiteRTModel
+
+
+def test_int8_friendly_ops_compute_the_same_function():
+    import keras
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import nn as tf_nn
+
+    x = tf.constant(np.linspace(-8, 8, 4 * 8 * 8 * 3, dtype="float32").reshape(4, 8, 8, 3))
+    expected_hs = keras.ops.hard_silu(x).numpy()
+    expected_pool = keras.ops.average_pool(x, 2, strides=2).numpy()
+    saved = tf_nn.hard_silu, tf_nn.average_pool
+    with litert.int8_friendly_ops():
+        assert tf_nn.hard_silu is not saved[0]
+        np.testing.assert_allclose(keras.ops.hard_silu(x).numpy(), expected_hs, atol=1e-6)
+        np.testing.assert_allclose(keras.ops.average_pool(x, 2, strides=2).numpy(),
+                                   expected_pool, atol=1e-6)
+    assert (tf_nn.hard_silu, tf_nn.average_pool) == saved
+
+
+def test_int8_needs_real_calibration_images(trained):
+    with pytest.raises(litert.LiteRTError, match="calibration"):
+        litert.convert(trained, "int8", None)
+    with pytest.raises(litert.LiteRTError, match="Unknown quantization"):
+        litert.convert(trained, "int4")
+
+
+def test_verification_fails_loudly():
+    keras_out = np.eye(10, dtype="float32")
+    assert not litert.compare(keras_out, keras_out + 1e-3, "none").passed
+    assert litert.compare(keras_out, keras_out + 1e-5, "none").passed
+    shifted = np.roll(keras_out, 1, axis=1)
+    assert not litert.compare(keras_out, shifted, "int8", min_agreement=0.9).passed
+
+
+def test_checkpoint_pipeline(trained, tmp_path):
+    """A saved .keras checkpoint -> convert_file with verification on real
+    (sklearn) digits at the checkpoint's own input size."""
+    checkpoint = str(tmp_path / "tiny.keras")
+    trained.save(checkpoint)
+    model = litert.load_keras_model(checkpoint=checkpoint)
+    # The pipeline's digits come from keras_skipblock.data, resized to 16x16.
+    result = __import__("keras_skipblock.litert.pipeline", fromlist=["x"]).convert_file(
+        model, str(tmp_path / "tiny.tflite"), "none", representative_data="digits",
+        num_verify=100, log=lambda *_: None)
+    assert os.path.getsize(result.output) == result.size_bytes
+    assert result.verification.passed and result.xnnpack_partitions == 1
+
+
+def _convert_cli(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tflite", "convert.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_convert_script_rejects_missing_checkpoint(tmp_path):
+    run = _convert_cli(f"--checkpoint={tmp_path / 'missing.keras'}", f"--output={tmp_path / 'm.tflite'}")
+    assert run.returncode == 2
+    assert "Checkpoint not found" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_convert_script_rejects_unknown_model(tmp_path):
+    run = _convert_cli("--model=resnet9000", f"--output={tmp_path / 'm.tflite'}")
+    assert run.returncode == 2
+    assert "Unknown model 'resnet9000'" in run.stderr and "skipblocknet_m" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -1,0 +1,76 @@
+"""Convert a Keras model to a batch-1, logits-only LiteRT `.tflite` and verify it.
+
+  python tflite/convert.py --checkpoint=runs/fmnist/best.keras --output=model.tflite \
+      --quantize=int8 --representative_data=fashion_mnist
+  python tflite/convert.py --model=skipblocknet_m --image_size=224 --num_classes=1000 \
+      --output=skipblocknet_m.tflite
+
+Verification (on by default) runs the Keras model and the `.tflite` on real
+test images and exits non-zero when float32 differs by more than
+--max_abs_diff or a quantized model agrees on fewer than --min_agreement of
+the top-1 labels. Missing checkpoints, unknown models and bad data sources
+are reported in one line with exit status 2.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("checkpoint", None, "A .keras checkpoint to convert.")
+flags.DEFINE_string("model", None, "Or: a model name (keras_skipblock.models.MODEL_NAMES), built fresh.")
+flags.DEFINE_integer("image_size", 224, "Input side for --model (a checkpoint keeps its own).")
+flags.DEFINE_integer("num_classes", 1000, "Classes for --model.")
+flags.DEFINE_integer("channels", 3, "Input channels for --model.")
+flags.DEFINE_string("output", None, "Where to write the .tflite.")
+flags.DEFINE_enum("quantize", "none", ["none", "float16", "dynamic", "int8"], "Quantization.")
+flags.DEFINE_string("representative_data", "fashion_mnist",
+                    "Real calibration images: fashion_mnist, digits or a folder of class sub-folders.")
+flags.DEFINE_integer("num_calibration", 300, "Calibration images for int8.")
+flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX folder (default: the usual places).")
+flags.DEFINE_bool("verify", True, "Compare the .tflite with the Keras model on real images.")
+flags.DEFINE_string("verify_data", None, "Verification images (test split); default --representative_data.")
+flags.DEFINE_integer("num_verify", 200, "Verification images.")
+flags.DEFINE_float("max_abs_diff", 1e-4, "float32: largest allowed |Δlogit|.")
+flags.DEFINE_float("min_agreement", 0.9, "Quantized: smallest allowed top-1 agreement with Keras.")
+flags.DEFINE_bool("int8_friendly", True,
+                  "int8: trace hard-swish / average pooling in forms XNNPACK runs in int8.")
+flags.DEFINE_enum("io_type", "float32", ["float32", "int8"], "int8: input/output type of the .tflite.")
+flags.DEFINE_bool("recalibrate_bn", False,
+                  "Set BN statistics from calibration images first (untrained --model only: "
+                  "gives realistic int8 ranges for latency work; never on a trained model).")
+
+
+def main(argv):
+    del argv
+    from keras_skipblock.litert import LiteRTError, VerificationError
+    from keras_skipblock.litert.conversion import load_keras_model
+    from keras_skipblock.litert.pipeline import convert_file
+
+    try:
+        if not FLAGS.output:
+            raise LiteRTError("--output=<file.tflite> is required.")
+        model = load_keras_model(FLAGS.checkpoint, FLAGS.model, FLAGS.image_size,
+                                 FLAGS.num_classes, FLAGS.channels)
+        if FLAGS.checkpoint and FLAGS.recalibrate_bn:
+            raise LiteRTError("--recalibrate_bn is for fresh (--model) models only.")
+        convert_file(
+            model, FLAGS.output, FLAGS.quantize, FLAGS.representative_data, FLAGS.num_calibration,
+            FLAGS.verify_data, FLAGS.num_verify, FLAGS.verify, FLAGS.max_abs_diff,
+            FLAGS.min_agreement, FLAGS.int8_friendly, FLAGS.io_type, FLAGS.recalibrate_bn,
+            FLAGS.data_dir, FLAGS.image_size,
+        )
+    except VerificationError as error:
+        print(f"error: verification failed: {error}", file=sys.stderr)
+        return 1
+    except LiteRTError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
