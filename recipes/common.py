@@ -21,7 +21,7 @@ def define_flags(**defaults):
         learning_rate=None, lr_schedule="paper", warmup_epochs=3.0, milestones=["60", "120", "160"],
         lr_factor=0.2, optimizer="rmsprop", momentum=0.9, weight_decay=1e-5, ema_decay=0.9999,
         model_dir=None, seed=0, strategy="default", tpu=None, mixed_precision=False,
-        steps_per_epoch=None, eval_steps=None, backup_steps=None,
+        steps_per_epoch=None, eval_steps=None, backup_steps=None, run_eagerly=False,
     )
     unknown = set(defaults) - set(d)
     if unknown:
@@ -74,6 +74,7 @@ def define_flags(**defaults):
     flags.DEFINE_integer("steps_per_epoch", d["steps_per_epoch"], "Cap each epoch at this many steps.")
     flags.DEFINE_integer("eval_steps", d["eval_steps"], "Cap evaluation at this many batches.")
     flags.DEFINE_integer("backup_steps", d["backup_steps"], "Also back up every N steps.")
+    flags.DEFINE_bool("run_eagerly", d["run_eagerly"], "Debugging and tests: run eagerly, no tracing.")
 
 
 def config_from_flags(recipe_name):

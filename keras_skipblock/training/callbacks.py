@@ -52,7 +52,8 @@ def standard_callbacks(model_dir, monitor="val_accuracy", ema=True, backup_steps
         keras.callbacks.BackupAndRestore(
             os.path.join(model_dir, BACKUP_DIR),
             save_freq=backup_steps or "epoch",
-            delete_checkpoint=False,
+            double_checkpoint=True,  # a kill while writing leaves the previous backup usable
+            delete_checkpoint=False,  # a finished run started again just evaluates
         ),
         keras.callbacks.TerminateOnNaN(),
     ]

@@ -67,6 +67,7 @@ class TrainConfig:
     steps_per_epoch: Optional[int] = None
     eval_steps: Optional[int] = None
     backup_steps: Optional[int] = None
+    run_eagerly: bool = False  # debugging and tests: no graph tracing
     jit_compile: Optional[bool] = None  # None: XLA on GPU/TPU, not on CPU (slower there, slow to compile)
     verbose: int = 1
 
@@ -211,7 +212,8 @@ def train(config):
             optimizer=optimizer, loss=loss,
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
                      keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")],
-            jit_compile=_jit_compile(config),
+            jit_compile=False if config.run_eagerly else _jit_compile(config),
+            run_eagerly=config.run_eagerly,
         )
     _write_json(os.path.join(model_dir, "config.json"), dataclasses.asdict(config))
     if config.verbose:
