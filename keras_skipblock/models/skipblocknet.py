@@ -91,7 +91,6 @@ _M_SKIPS = (Skip(1, 5, 6), Skip(2, 3, 2.3))
 Design = collections.namedtuple("Design", "stem stages skips head last_point width")
 
 
-
 def _changed(stages, stage, block, **changes):
     """A copy of a stage table with one block's settings changed."""
     stages = [list(blocks) for blocks in stages]
@@ -417,15 +416,16 @@ def stage_outputs(model):
 
 def _constructor(key):
     def constructor(input_shape=(224, 224, 3), num_classes=1000, width=None, include_top=True, dropout=0.2, **kwargs):
-        if key not in _DESIGNS:
-            raise NotImplementedError(f"SkipblockNet-{key} is not designed yet.")
         return SkipblockNet(
             key, input_shape=input_shape, num_classes=num_classes, width=width,
             include_top=include_top, dropout=dropout, **kwargs,
         )
 
     constructor.__name__ = constructor.__qualname__ = f"SkipblockNet{key}"
-    constructor.__doc__ = f"SkipblockNet-{key}; arguments as `SkipblockNet` (design {key!r})."
+    constructor.__doc__ = (
+        f"SkipblockNet-{key} (design {key!r}, default width {_DESIGNS[key].width}); "
+        "arguments as `SkipblockNet`. Returns a `BiasLossModel` (or a backbone with include_top=False)."
+    )
     return constructor
 
 
