@@ -235,6 +235,8 @@ def train(config):
         verbose=config.verbose,
     )
 
+    optimizer_steps = int(model.optimizer.iterations.numpy())
+    variance_min = float(model.bias_loss_variance_min.numpy())
     best_path = os.path.join(model_dir, callbacks_lib.BEST_MODEL)
     if os.path.exists(best_path):
         model.load_weights(best_path)  # EMA weights of the best epoch
@@ -248,9 +250,9 @@ def train(config):
         "model": config.model, "loss": config.loss, "dataset": data.name,
         "test_top1": float(results["accuracy"]), "test_top5": float(results["top5"]),
         "test_loss": float(results["loss"]),
-        "epochs": int(epochs_done), "optimizer_steps": int(model.optimizer.iterations.numpy()),
+        "epochs": int(epochs_done), "optimizer_steps": optimizer_steps,
         "wall_time_s": round(time.time() - start, 1), "best_model": best_path,
-        "bias_loss_variance_min": float(model.bias_loss_variance_min.numpy()),
+        "bias_loss_variance_min": variance_min,
     }
     _write_json(os.path.join(model_dir, "summary.json"), summary)
     print(f"SUMMARY {data.name} {config.model} loss={config.loss}: test top-1 "
