@@ -98,3 +98,21 @@ def test_fashion_mnist_recipe_runs(tmp_path):
                         "--epochs=1", "--steps_per_epoch=3", "--loss=bias", *TINY)
     assert "loss=bias" in summary_line(result.stdout)
     assert_run_outputs(out, epochs=1)
+
+
+def test_train_in_process_on_digits_with_mixed_precision(tmp_path):
+    """The driver itself: digits (no held-out split), bfloat16 on CPU, EMA checkpoint."""
+    import keras
+
+    from keras_skipblock.training import TrainConfig, train
+
+    config = TrainConfig(dataset="digits", model="mobilenet_v3_small", width=0.35, image_size=32,
+                         batch_size=32, epochs=1, steps_per_epoch=2, eval_steps=2,
+                         model_dir=str(tmp_path), mixed_precision=True, run_eagerly=True,
+                         ema_decay=0.99, verbose=0)
+    try:
+        summary = train(config)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert summary["optimizer_steps"] == 2 and summary["epochs"] == 1
+    assert os.path.exists(os.path.join(str(tmp_path), "best.keras"))

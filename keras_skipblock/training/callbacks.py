@@ -12,6 +12,7 @@ TENSORBOARD_DIR = "logs"
 
 def has_ema(model):
     optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
     return bool(optimizer is not None and getattr(optimizer, "use_ema", False))
 
 
@@ -29,7 +30,7 @@ class EMAModelCheckpoint(keras.callbacks.ModelCheckpoint):
         self._swapper.set_model(model)
 
     def _save_model(self, epoch, batch, logs):
-        if not has_ema(self.model) or not self.model.optimizer.built:
+        if not has_ema(self.model) or not getattr(self.model.optimizer, "built", False):
             return super()._save_model(epoch, batch, logs)
         self._swapper._swap_variables()
         try:
