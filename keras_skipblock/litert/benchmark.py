@@ -173,7 +173,10 @@ def plot_latency_vs_flops(rows, path, title=""):
                         xytext=(4, 4), fontsize=7)
     ax.set_xlabel("MACs (M)")
     ax.set_ylabel("latency, median (ms); bars p5–p95")
-    ax.set_title(title or "LiteRT latency vs MACs", fontsize=9)
+    import textwrap
+
+    ax.set_yscale("log")  # p95 on a shared machine can be 10x the median
+    ax.set_title(textwrap.fill(title or "LiteRT latency vs MACs", 90), fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
