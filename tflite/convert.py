@@ -65,6 +65,10 @@ def main(argv):
         )
     except VerificationError as error:
         print(f"error: verification failed: {error}", file=sys.stderr)
+        if FLAGS.model and FLAGS.quantize != "none":
+            print("note: a fresh (untrained) --model has near-tied logits, so top-1 agreement "
+                  "means nothing for it; convert a trained --checkpoint, or pass --noverify.",
+                  file=sys.stderr)
         return 1
     except LiteRTError as error:
         print(f"error: {error}", file=sys.stderr)
