@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from test_data import write_fake_fashion, write_image_folder
 
