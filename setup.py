@@ -17,7 +17,7 @@ setup(
         "tensorflow-model-optimization>=0.8",
         "keras-cv>=0.9",
         "absl-py>=1.4",
-        "ai-edge-litert>=1.2",
+        "ai-edge-litert>=2.3",
         "numpy>=1.26",
     ],
     extras_require={
