@@ -142,9 +142,13 @@ def timing(data):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("results", nargs="?", default="docs/ablation.json")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="only these seeds (default: all recorded)")
     args = parser.parse_args(argv)
     with open(args.results) as f:
         data = json.load(f)
+    if args.seeds is not None:
+        data["runs"] = [r for r in data["runs"] if r["seed"] in args.seeds]
     print("## Accuracy\n")
     print(accuracy_tables(data))
     print("\n## Variance (Table 5 analogue)\n")
