@@ -17,6 +17,8 @@ setup(
         "tensorflow-model-optimization>=0.8",
         "keras-cv>=0.9",
         "absl-py>=1.4",
+        "tensorboard>=2.17",  # the recipes' TensorBoard logs
+        "importlib_resources>=6",  # TFDS's imagenet2012 builder imports it
         "ai-edge-litert>=2.3",
         "numpy>=1.26",
     ],

@@ -85,7 +85,9 @@ class BiasLossModel(keras.Model):
         return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        return super().compute_metrics(x, y, y_pred[LOGITS], sample_weight)
+        # float32 so that every metric works under mixed precision.
+        logits = ops.cast(y_pred[LOGITS], "float32")
+        return super().compute_metrics(x, y, logits, sample_weight)
 
     @property
     def metrics(self):
