@@ -158,15 +158,6 @@ def _set_precision(config):
     keras.mixed_precision.set_global_policy(policy)
 
 
-@keras.saving.register_keras_serializable(package="keras_skipblock")
-class TopKAccuracy(keras.metrics.SparseTopKCategoricalAccuracy):
-    """Sparse top-k accuracy that accepts float16/bfloat16 logits."""
-
-    # Our own because tf.math.in_top_k has no bfloat16 kernel (mixed precision on CPU/TPU).
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(y_true, keras.ops.cast(y_pred, "float32"), sample_weight)
-
-
 def _jit_compile(config):
     if config.jit_compile is not None:
         return config.jit_compile
@@ -219,7 +210,7 @@ def train(config):
         model.compile(
             optimizer=optimizer, loss=loss,
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                     TopKAccuracy(k=5, name="top5")],
+                     keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")],
             jit_compile=False if config.run_eagerly else _jit_compile(config),
             run_eagerly=config.run_eagerly,
         )
