@@ -65,6 +65,9 @@ def main(_):
         for name, model in models.items():
             rates[name].append(timed_round(model, dataset, FLAGS.steps))
 
+    print("round | " + " | ".join(f"{name} images/s" for name in rates))
+    for i, row in enumerate(zip(*rates.values())):
+        print(f"{i} | " + " | ".join(f"{r:.3f}" for r in row))
     medians = {name: float(np.median(r)) for name, r in rates.items()}
     print(f"\n{FLAGS.model} at {FLAGS.image_size}x{FLAGS.image_size}, batch {FLAGS.batch_size}, "
           f"{FLAGS.rounds} alternating rounds of {FLAGS.steps} steps, {os.cpu_count()} CPU cores")
