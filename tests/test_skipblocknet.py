@@ -263,3 +263,25 @@ def test_registry_passes_skipblocknet_options_through():
     assert model.get_layer("head_dropout").rate == 0.1
     assert model.get_layer("stem_bn").momentum == 0.9
     assert "skip1_pool" not in {layer.name for layer in model.layers}
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, reference",
+    [
+        ("mobilenet_v2", {}, lambda **k: keras.applications.MobileNetV2(alpha=0.75, **k)),
+        ("mobilenet_v3_large", dict(alpha=0.75, dropout=0.3),
+         lambda **k: keras.applications.MobileNetV3Large(alpha=0.75, dropout_rate=0.3,
+                                                         include_preprocessing=False, **k)),
+    ],
+    ids=["mobilenet_v2_default_alpha", "mobilenet_v3_large_options"],
+)
+def test_registry_applications_match_keras(name, kwargs, reference):
+    model = get_model(name, input_shape=(32, 32, 3), num_classes=7, **kwargs)
+    expected = reference(input_shape=(32, 32, 3), weights=None, classes=7,
+                         classifier_activation=None)
+    assert model.name == name
+    trainable = lambda m: sum(int(np.prod(w.shape)) for w in m.trainable_weights)  # noqa: E731
+    assert trainable(model) == trainable(expected)
+    dropouts = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    assert dropouts == [layer.rate for layer in expected.layers
+                        if isinstance(layer, keras.layers.Dropout)]

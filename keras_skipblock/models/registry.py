@@ -24,50 +24,20 @@ def _skipblocknet(variant):
     return build
 
 
-def _wrap(model):
-    return with_features(model)
+def _application(constructor, name, fixed=None, defaults=None, rename=None):
+    """A keras.applications baseline: weights=None, linear classifier, wrapped
+    with `with_features`. `rename` maps our kwarg names to the constructor's."""
 
-
-def _mobilenet_v3(kind):
-    def build(input_shape, num_classes, alpha=1.0, dropout=0.2, minimalistic=False, name=None):
-        app = getattr(keras.applications, f"MobileNetV3{kind}")
-        model = app(
-            input_shape=input_shape,
-            alpha=alpha,
-            minimalistic=minimalistic,
-            weights=None,
-            classes=num_classes,
-            dropout_rate=dropout,
-            classifier_activation=None,
-            include_preprocessing=False,
-            name=name or f"mobilenet_v3_{kind.lower()}",
-        )
-        return _wrap(model)
+    def build(input_shape, num_classes, **kwargs):
+        options = dict(defaults or {}, **kwargs)
+        options = {(rename or {}).get(key, key): value for key, value in options.items()}
+        options["name"] = options.get("name") or name
+        model = getattr(keras.applications, constructor)(
+            input_shape=input_shape, weights=None, classes=num_classes,
+            classifier_activation=None, **dict(fixed or {}), **options)
+        return with_features(model)
 
     return build
-
-
-def _mobilenet_v2(input_shape, num_classes, alpha=0.75, name=None):
-    model = keras.applications.MobileNetV2(
-        input_shape=input_shape,
-        alpha=alpha,
-        weights=None,
-        classes=num_classes,
-        classifier_activation=None,
-        name=name or "mobilenet_v2",
-    )
-    return _wrap(model)
-
-
-def _densenet121(input_shape, num_classes, name=None):
-    model = keras.applications.DenseNet121(
-        input_shape=input_shape,
-        weights=None,
-        classes=num_classes,
-        classifier_activation=None,
-        name=name or "densenet121",
-    )
-    return _wrap(model)
 
 
 def _efficientnet_b0(input_shape, num_classes, dropout=0.2, name=None):
@@ -90,31 +60,24 @@ def _efficientnet_b0(input_shape, num_classes, dropout=0.2, name=None):
         return layer.__class__.from_config(layer.get_config())
 
     model = keras.models.clone_model(model, clone_function=clone)
-    return _wrap(model)
+    return with_features(model)
 
 
-def _nasnet_mobile(input_shape, num_classes, name=None):
-    model = keras.applications.NASNetMobile(
-        input_shape=input_shape,
-        weights=None,
-        classes=num_classes,
-        classifier_activation=None,
-        name=name or "nasnet_mobile",
-    )
-    return _wrap(model)
-
+_MOBILENET_V3 = dict(fixed=dict(include_preprocessing=False), rename=dict(dropout="dropout_rate"),
+                     defaults=dict(dropout=0.2))
 
 _BUILDERS = {
     "skipblocknet_xs": _skipblocknet("XS"),
     "skipblocknet_s": _skipblocknet("S"),
     "skipblocknet_m": _skipblocknet("M"),
     "skipblocknet_l": _skipblocknet("L"),
-    "mobilenet_v3_large": _mobilenet_v3("Large"),
-    "mobilenet_v3_small": _mobilenet_v3("Small"),
-    "mobilenet_v2": _mobilenet_v2,
-    "densenet121": _densenet121,
+    "mobilenet_v3_large": _application("MobileNetV3Large", "mobilenet_v3_large", **_MOBILENET_V3),
+    "mobilenet_v3_small": _application("MobileNetV3Small", "mobilenet_v3_small", **_MOBILENET_V3),
+    # alpha 0.75: the paper's CIFAR-100 baseline.
+    "mobilenet_v2": _application("MobileNetV2", "mobilenet_v2", defaults=dict(alpha=0.75)),
+    "densenet121": _application("DenseNet121", "densenet121"),
     "efficientnet_b0": _efficientnet_b0,
-    "nasnet_mobile": _nasnet_mobile,
+    "nasnet_mobile": _application("NASNetMobile", "nasnet_mobile"),
 }
 
 MODEL_NAMES = tuple(_BUILDERS)
