@@ -1,8 +1,8 @@
 """keras-skipblock: Bias Loss and SkipblockNet (ICCV 2021) for Keras 3."""
 
+from keras_skipblock import models
+from keras_skipblock.flops import count_flops
 from keras_skipblock.losses import BiasLoss, BiasWeights, bias_weights, sample_variance
 from keras_skipblock.task import BiasLossModel, with_features
 
 __version__ = "0.1.0"
-from keras_skipblock import models
-from keras_skipblock.flops import count_flops

@@ -91,10 +91,12 @@ class BiasLossModel(keras.Model):
 
     @property
     def metrics(self):
-        metrics = super().metrics
+        # Keras tracks the two bias trackers as attributes; show them only
+        # when the compiled loss is BiasLoss (they would read 0 otherwise).
         if isinstance(_resolve_loss(getattr(self, "loss", None)), BiasLoss):
-            return metrics + [self.bias_weight_tracker, self.bias_clamped_tracker]
-        return [m for m in metrics if m not in (self.bias_weight_tracker, self.bias_clamped_tracker)]
+            return super().metrics
+        bias = (self.bias_weight_tracker, self.bias_clamped_tracker)
+        return [m for m in super().metrics if m not in bias]
 
 
 def _resolve_loss(loss):
