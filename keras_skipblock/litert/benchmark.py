@@ -200,7 +200,7 @@ def build_models(names, modes, output_dir, image_size=224, num_classes=1000,
     from keras_skipblock import count_flops
     from keras_skipblock.litert.conversion import convert, recalibrate_batchnorm
     from keras_skipblock.litert.data import load_images
-    from keras_skipblock.litert.runtime import op_summary
+    from keras_skipblock.litert.runtime import write_tflite
     from keras_skipblock.models import get_model
 
     os.makedirs(output_dir, exist_ok=True)
@@ -216,14 +216,11 @@ def build_models(names, modes, output_dir, image_size=224, num_classes=1000,
                       "flops": count_flops(model)}
         for mode in modes:
             path = os.path.join(output_dir, f"{name}_{MODE_LABEL.get(mode, mode)}.tflite")
-            if not (reuse and os.path.exists(path)):
+            if reuse and os.path.exists(path):
+                log(f"{name} {mode}: reusing {path}")
+            else:
                 flatbuffer = convert(model, mode, calibration if mode == "int8" else None)
-                with open(path, "wb") as f:
-                    f.write(flatbuffer)
-            summary = op_summary(path)
-            outside = dict(summary["outside_xnnpack"])
-            log(f"{name} {mode}: {os.path.getsize(path) / 1e6:.2f} MB, XNNPACK partitions "
-                f"{summary['partitions']}, outside XNNPACK: {outside or 'none'}")
+                log(f"{name} {mode}: {write_tflite(path, flatbuffer)[1]}")
             paths[(name, mode)] = path
             info[("size", name, mode)] = os.path.getsize(path)
         keras.backend.clear_session()

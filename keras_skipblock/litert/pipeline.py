@@ -1,13 +1,12 @@
 """The convert -> write -> verify pipeline behind `tflite/convert.py`."""
 
 import dataclasses
-import os
 from typing import Optional
 
 from keras_skipblock.litert.conversion import convert, input_shape_of, recalibrate_batchnorm
 from keras_skipblock.litert.data import load_images
 from keras_skipblock.litert.errors import LiteRTError, VerificationError
-from keras_skipblock.litert.runtime import op_summary
+from keras_skipblock.litert.runtime import write_tflite
 from keras_skipblock.litert.verify import MAX_ABS_DIFF, MIN_AGREEMENT, Verification, verify
 
 
@@ -46,14 +45,9 @@ def convert_file(model, output, quantize="none", representative_data="fashion_mn
         log(f"recalibrated {n} BatchNormalization layers on real images (untrained model)")
     flatbuffer = convert(model, quantize, calibration, int8_friendly=int8_friendly,
                          io_type=io_type, input_shape=shape)
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
-    with open(output, "wb") as f:
-        f.write(flatbuffer)
-    summary = op_summary(flatbuffer)
+    summary, description = write_tflite(output, flatbuffer)
     outside = dict(summary["outside_xnnpack"])
-    log(f"wrote {output} ({len(flatbuffer) / 1e6:.2f} MB, {quantize}); XNNPACK partitions: "
-        f"{summary['partitions']}; ops outside XNNPACK: {outside or 'none'}")
+    log(f"wrote ({quantize}) {description}")
     result = ConversionResult(output, quantize, len(flatbuffer), outside, summary["partitions"], None)
     if run_verification:
         source = verify_data or representative_data

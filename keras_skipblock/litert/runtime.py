@@ -109,3 +109,16 @@ def op_summary(model):
         "partitions": len(delegates),
         "outside_xnnpack": outside,
     }
+
+
+def write_tflite(path, flatbuffer):
+    """Write a `.tflite` and describe it: returns (op_summary dict, one-line
+    description with size, XNNPACK partitions and ops outside XNNPACK)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(flatbuffer)
+    summary = op_summary(flatbuffer)
+    outside = dict(summary["outside_xnnpack"])
+    line = (f"{path}: {len(flatbuffer) / 1e6:.2f} MB, XNNPACK partitions {summary['partitions']}, "
+            f"ops outside XNNPACK: {outside or 'none'}")
+    return summary, line
