@@ -17,12 +17,17 @@ which raises the variance of the last feature map that Bias Loss weighs.
 Differences from the authors' code, on purpose:
 - any width multiplier builds (the skip blocks' input follows the stem);
 - any input size >= 32 runs: the skip blocks pool to the size of the tensor
-  they are added to, with PyTorch's adaptive-pooling windows;
-- stride-2 convolutions use "same" padding (TFLite's native padding); at
-  every input size this gives the same output sizes as PyTorch's symmetric
-  padding of (k - 1) / 2.
+  they are added to, with PyTorch's adaptive-pooling windows.
 
-Models hold no input preprocessing: feed float32 images scaled to [-1, 1].
+What is the same, to the last pixel: stride-2 layers pad (k - 1) // 2 on
+every side as PyTorch does (an explicit ZeroPadding2D, see `_Builder.pad`),
+so `SkipblockNetM(weights="skipblocknet-m.pth")` computes the authors'
+function with their ImageNet weights (`authors_weights`; tested against
+outputs of their code).
+
+By default models hold no input preprocessing: feed float32 images scaled to
+[-1, 1]. `include_preprocessing=True` puts the scaling inside the model
+(`keras.applications`' convention): it then takes RGB in [0, 255].
 """
 
 import collections
@@ -259,17 +264,28 @@ class _Builder:
         # the pattern TFLite fuses into its native HARD_SWISH op.
         return layers.Activation(activation, name=name)(x)
 
+    @staticmethod
+    def pad(x, kernel, stride, name):
+        """PyTorch's padding: (k - 1) // 2 on every side. Keras "same" at
+        stride 2 pads only bottom/right, which shifts the sampling grid by a
+        pixel and breaks the authors' weights; at stride 1 both agree."""
+        if stride == 1:
+            return x, "same"
+        return layers.ZeroPadding2D((kernel - 1) // 2, name=f"{name}_pad")(x), "valid"
+
     def conv_bn(self, x, filters, kernel, stride, activation, name):
+        x, padding = self.pad(x, kernel, stride, name)
         x = layers.Conv2D(
-            filters, kernel, strides=stride, padding="same", use_bias=False,
+            filters, kernel, strides=stride, padding=padding, use_bias=False,
             kernel_initializer=_CONV_INIT, name=name,
         )(x)
         x = self.bn(x, f"{name}_bn")
         return self.act(x, activation, f"{name}_act")
 
     def depthwise_bn(self, x, kernel, stride, activation, name):
+        x, padding = self.pad(x, kernel, stride, name)
         x = layers.DepthwiseConv2D(
-            kernel, strides=stride, padding="same", use_bias=False,
+            kernel, strides=stride, padding=padding, use_bias=False,
             depthwise_initializer=_CONV_INIT, name=name,
         )(x)
         x = self.bn(x, f"{name}_bn")
@@ -323,6 +339,10 @@ def SkipblockNet(
     bn_epsilon=1e-5,
     skip_blocks=True,
     pooling=None,
+    weights=None,
+    include_preprocessing=False,
+    input_range=(0, 255),
+    normalization=None,
     name=None,
 ):
     """Build a SkipblockNet from a `Design` (or its name: "XS", "S", "M", "L").
@@ -348,6 +368,22 @@ def SkipblockNet(
             authors' model).
         skip_blocks: False drops the skip blocks (Table 3 ablation).
         pooling: with include_top=False, None, "avg" or "max".
+        weights: None (random), the authors' PyTorch checkpoint
+            (`skipblocknet-m.pth`, SkipblockNet-M at width 1.0 only) or a
+            Keras weights file (`.weights.h5`) of the same architecture.
+            The authors' file is read without torch and must fit exactly
+            (see `authors_weights.load_authors_weights`).
+        include_preprocessing: put the input scaling inside the model, so
+            that it takes raw images in `input_range`.
+        input_range: (low, high) of the raw input when
+            include_preprocessing=True: (0, 255) for RGB images, (-1, 1)
+            for this project's data pipelines (fine-tuning the authors'
+            weights, see the recipes' --init_checkpoint).
+        normalization: what the scaling produces: "authors" for
+            `(x/255 - mean) / std` with ImageNet's mean and std (what the
+            authors' weights expect), "symmetric" for [-1, 1] (this
+            project's convention). Default: "authors" when `weights` is a
+            .pth, else "symmetric".
         name: model name.
     """
     if isinstance(design, str):
@@ -368,10 +404,21 @@ def SkipblockNet(
     def scaled(channels):
         return make_divisible(channels * width)
 
+    authors_file = isinstance(weights, str) and weights.endswith((".pth", ".pt"))
+    if authors_file and (design is not _DESIGNS["M"] or width != 1.0 or input_shape[2] != 3):
+        raise ValueError(
+            f"The authors publish weights for SkipblockNet-M at width 1.0 with RGB input only "
+            f"(got {name}, width {width}, {input_shape[2]} channels). Build SkipblockNetM(width=1.0) "
+            "with 3 input channels, or train from scratch (weights=None).")
+    normalization = normalization or ("authors" if authors_file else "symmetric")
+
     build = _Builder(bn_momentum, bn_epsilon)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = inputs
+    if include_preprocessing:
+        x = preprocessing_layer(input_range, normalization, input_shape[2])(x)
 
-    x = build.conv_bn(inputs, scaled(design.stem), 3, 2, HS, "stem")
+    x = build.conv_bn(x, scaled(design.stem), 3, 2, HS, "stem")
     base = Block(3, 1, None, False, HS, 1)
     x = base_output = build.inverted_residual(x, base, scaled(design.stem), "base_block")
 
@@ -395,7 +442,7 @@ def SkipblockNet(
             outputs = layers.GlobalAveragePooling2D(name="head_pool")(features)
         elif pooling == "max":
             outputs = layers.GlobalMaxPooling2D(name="head_pool")(features)
-        return keras.Model(inputs, outputs, name=name)
+        return _load_weights(keras.Model(inputs, outputs, name=name), weights)
 
     last_point = make_divisible(design.last_point * width) if width > 1.0 else design.last_point
     x = layers.GlobalAveragePooling2D(name="head_pool")(features)
@@ -403,7 +450,46 @@ def SkipblockNet(
     x = layers.Activation(HS, name="head_dense_act")(x)
     x = layers.Dropout(dropout, name="head_dropout")(x)
     logits = layers.Dense(num_classes, name="logits")(x)
-    return BiasLossModel(inputs, {"logits": logits, "features": features}, name=name)
+    model = BiasLossModel(inputs, {"logits": logits, "features": features}, name=name)
+    return _load_weights(model, weights)
+
+
+def _load_weights(model, weights):
+    if weights is None:
+        return model
+    if not isinstance(weights, str):
+        raise ValueError(f"weights must be None or a file path; got {weights!r}.")
+    if weights.endswith((".pth", ".pt")):
+        from keras_skipblock.models.authors_weights import load_authors_weights
+
+        load_authors_weights(model, weights, strict=True)
+    else:
+        model.load_weights(weights)
+    return model
+
+
+def preprocessing_layer(input_range=(0, 255), normalization="symmetric", channels=3):
+    """A `Rescaling` from raw inputs in `input_range` to what the network
+    expects: "symmetric" [-1, 1], or "authors": `(x01 - mean) / std` with
+    ImageNet's statistics per channel (their mean over channels for grey
+    input), x01 being the input mapped to [0, 1]."""
+    low, high = (float(v) for v in input_range)
+    if high <= low:
+        raise ValueError(f"input_range must be (low, high) with low < high; got {input_range}.")
+    if normalization == "symmetric":
+        mean, std = np.full(channels, 0.5), np.full(channels, 0.5)
+    elif normalization == "authors":
+        from keras_skipblock.models.authors_weights import AUTHORS_MEAN, AUTHORS_STD
+
+        mean, std = np.array(AUTHORS_MEAN), np.array(AUTHORS_STD)
+        if channels != 3:
+            mean, std = np.full(channels, mean.mean()), np.full(channels, std.mean())
+    else:
+        raise ValueError(f"normalization must be 'symmetric' or 'authors'; got {normalization!r}.")
+    # (x - low) / (high - low) gives x01; then (x01 - mean) / std = x * scale + offset.
+    scale = 1.0 / ((high - low) * std)
+    offset = (-low / (high - low) - mean) / std
+    return layers.Rescaling([float(v) for v in scale], [float(v) for v in offset], name="preprocessing")
 
 
 def stage_outputs(model):
