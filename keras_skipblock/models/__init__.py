@@ -5,6 +5,7 @@ from keras_skipblock.models.authors_weights import load_authors_weights
 from keras_skipblock.models.registry import MODEL_NAMES, get_model
 from keras_skipblock.models.skipblocknet import (
     AdaptiveAveragePooling2D,
+    InputScaling,
     SkipblockNet,
     SkipblockNetL,
     SkipblockNetM,
@@ -12,6 +13,7 @@ from keras_skipblock.models.skipblocknet import (
     SkipblockNetXS,
     make_divisible,
     preprocessing_layer,
+    raw_input_range,
     stage_outputs,
 )
 from keras_skipblock.models.torch_state_dict import CheckpointError, read_state_dict
@@ -20,6 +22,7 @@ __all__ = [
     "MODEL_NAMES",
     "get_model",
     "AdaptiveAveragePooling2D",
+    "InputScaling",
     "SkipblockNet",
     "SkipblockNetXS",
     "SkipblockNetS",
@@ -27,6 +30,7 @@ __all__ = [
     "SkipblockNetL",
     "make_divisible",
     "preprocessing_layer",
+    "raw_input_range",
     "stage_outputs",
     "load_authors_weights",
     "read_state_dict",

@@ -468,28 +468,61 @@ def _load_weights(model, weights):
     return model
 
 
-def preprocessing_layer(input_range=(0, 255), normalization="symmetric", channels=3):
-    """A `Rescaling` from raw inputs in `input_range` to what the network
-    expects: "symmetric" [-1, 1], or "authors": `(x01 - mean) / std` with
-    ImageNet's statistics per channel (their mean over channels for grey
-    input), x01 being the input mapped to [0, 1]."""
-    low, high = (float(v) for v in input_range)
-    if high <= low:
-        raise ValueError(f"input_range must be (low, high) with low < high; got {input_range}.")
-    if normalization == "symmetric":
-        mean, std = np.full(channels, 0.5), np.full(channels, 0.5)
-    elif normalization == "authors":
-        from keras_skipblock.models.authors_weights import AUTHORS_MEAN, AUTHORS_STD
+@keras.saving.register_keras_serializable(package="keras_skipblock")
+class InputScaling(layers.Rescaling):
+    """The input scaling that `include_preprocessing=True` puts in a model: raw
+    inputs in `input_range` to "symmetric" [-1, 1], or to "authors":
+    `(x01 - mean) / std` with ImageNet's statistics per channel (their mean
+    for grey input), x01 being the input mapped to [0, 1]. A `Rescaling`
+    (one multiply-add, fused by LiteRT) that remembers its input range, so
+    that tools feeding the model know what to feed."""
 
-        mean, std = np.array(AUTHORS_MEAN), np.array(AUTHORS_STD)
-        if channels != 3:
-            mean, std = np.full(channels, mean.mean()), np.full(channels, std.mean())
-    else:
-        raise ValueError(f"normalization must be 'symmetric' or 'authors'; got {normalization!r}.")
-    # (x - low) / (high - low) gives x01; then (x01 - mean) / std = x * scale + offset.
-    scale = 1.0 / ((high - low) * std)
-    offset = (-low / (high - low) - mean) / std
-    return layers.Rescaling([float(v) for v in scale], [float(v) for v in offset], name="preprocessing")
+    def __init__(self, input_range=(0, 255), normalization="symmetric", channels=3, **kwargs):
+        low, high = (float(v) for v in input_range)
+        if high <= low:
+            raise ValueError(f"input_range must be (low, high) with low < high; got {input_range}.")
+        if normalization == "symmetric":
+            mean, std = np.full(channels, 0.5), np.full(channels, 0.5)
+        elif normalization == "authors":
+            from keras_skipblock.models.authors_weights import AUTHORS_MEAN, AUTHORS_STD
+
+            mean, std = np.array(AUTHORS_MEAN), np.array(AUTHORS_STD)
+            if channels != 3:
+                mean, std = np.full(channels, mean.mean()), np.full(channels, std.mean())
+        else:
+            raise ValueError(f"normalization must be 'symmetric' or 'authors'; got {normalization!r}.")
+        # (x - low) / (high - low) is x01; (x01 - mean) / std = x * scale + offset.
+        scale = 1.0 / ((high - low) * std)
+        offset = (-low / (high - low) - mean) / std
+        kwargs.pop("scale", None), kwargs.pop("offset", None)
+        super().__init__([float(v) for v in scale], [float(v) for v in offset], **kwargs)
+        self.input_range = (low, high)
+        self.normalization = normalization
+        self.channels = channels
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("scale"), config.pop("offset")
+        return {**config, "input_range": self.input_range, "normalization": self.normalization,
+                "channels": self.channels}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def preprocessing_layer(input_range=(0, 255), normalization="symmetric", channels=3):
+    """The `InputScaling` layer of `include_preprocessing=True` models."""
+    return InputScaling(input_range, normalization, channels, name="preprocessing")
+
+
+def raw_input_range(model):
+    """(low, high) of the values `model` takes: its `InputScaling`'s input
+    range, or (-1, 1), the project's convention for models without one."""
+    for layer in model.layers[:3]:
+        if isinstance(layer, InputScaling):
+            return layer.input_range
+    return (-1.0, 1.0)
 
 
 def stage_outputs(model):
