@@ -192,3 +192,42 @@ def test_reader_errors_name_the_problem(tmp_path):
     legacy.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(CheckpointError, match="not a zip-format PyTorch checkpoint"):
         read_state_dict(str(legacy))
+
+
+# -- LiteRT and fine-tuning from the authors' file ----------------------------------------
+
+
+def test_litert_conversion_of_the_pth_reproduces_the_authors_logits(tmp_path, expected):
+    from keras_skipblock.litert import LiteRTModel, load_keras_model
+    from keras_skipblock.litert.pipeline import convert_file
+
+    model = load_keras_model(checkpoint=PTH)
+    assert ks.models.raw_input_range(model) == (0.0, 255.0)
+    output = str(tmp_path / "m.tflite")
+    result = convert_file(model, output, representative_data="digits", num_verify=8, log=lambda *a: None)
+    assert result.verification.passed
+    lite = LiteRTModel(output)
+    assert lite.input_shape == (224, 224, 3)
+    logits = lite.predict(expected["images"].astype("float32"))
+    np.testing.assert_array_equal(logits.argmax(1), expected["logits"].argmax(1))
+    assert np.abs(logits - expected["logits"]).max() <= 1e-3
+
+
+def test_fine_tuning_starts_from_the_authors_weights_with_consistent_input_scaling():
+    from keras_skipblock.training.driver import TrainConfig, build_model
+
+    config = TrainConfig(model="skipblocknet_m", init_checkpoint=PTH, weight_decay=0.0)
+    model = build_model(config, (64, 64, 3), 10)
+    state = read_state_dict(PTH)
+    np.testing.assert_array_equal(model.get_layer("stage4_block3_project").get_weights()[0],
+                                  state["blocks.3.2.conv.7.weight"].transpose(2, 3, 1, 0))
+    assert model.get_layer("logits").get_weights()[0].shape == (1280, 10)  # fresh, 10 classes
+    # The pipeline's [-1, 1] images reach the first conv as the authors normalise [0, 255] RGB.
+    reference = ks.models.SkipblockNetM(weights=PTH, input_shape=(64, 64, 3), include_preprocessing=True)
+    x = np.random.RandomState(0).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    ours = np.asarray(model(x, training=False)["features"])
+    theirs = np.asarray(reference((x + 1) * 127.5, training=False)["features"])
+    # float32 rounding of two affine compositions: measured 3e-4 x std; wrong scaling: ~1 x std
+    np.testing.assert_allclose(ours, theirs, atol=1e-3 * theirs.std())
+    with pytest.raises(ValueError, match="use --model skipblocknet_m"):
+        build_model(TrainConfig(model="skipblocknet_s", init_checkpoint=PTH), (64, 64, 3), 10)

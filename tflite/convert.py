@@ -4,6 +4,12 @@
       --quantize=int8 --representative_data=fashion_mnist
   python tflite/convert.py --model=skipblocknet_m --image_size=224 --num_classes=1000 \
       --output=skipblocknet_m.tflite
+  python tflite/convert.py --checkpoint=skipblocknet-m.pth --output=m.tflite   # the authors' weights
+
+A `.pth` (the authors' ImageNet SkipblockNet-M) becomes a model that takes
+224x224 RGB in [0, 255] with their normalisation inside; `.keras` models take
+what they were trained on ([-1, 1] unless they hold an InputScaling layer).
+Calibration and verification images are fed in the model's own range.
 
 Verification (on by default) runs the Keras model and the `.tflite` on real
 test images and exits non-zero when float32 differs by more than
@@ -20,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "A .keras checkpoint to convert.")
+flags.DEFINE_string("checkpoint", None, "A .keras checkpoint, or the authors' .pth, to convert.")
 flags.DEFINE_string("model", None, "Or: a model name (keras_skipblock.models.MODEL_NAMES), built fresh.")
 flags.DEFINE_integer("image_size", 224, "Input side for --model (a checkpoint keeps its own).")
 flags.DEFINE_integer("num_classes", 1000, "Classes for --model.")
@@ -34,7 +40,8 @@ flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX folder (default: the us
 flags.DEFINE_bool("verify", True, "Compare the .tflite with the Keras model on real images.")
 flags.DEFINE_string("verify_data", None, "Verification images (test split); default --representative_data.")
 flags.DEFINE_integer("num_verify", 200, "Verification images.")
-flags.DEFINE_float("max_abs_diff", 1e-4, "float32: largest allowed |Δlogit|.")
+flags.DEFINE_float("max_abs_diff", 1e-4, "float32: largest allowed |Δlogit|, times "
+                   "max(1, max |logit|) (float32 rounding grows with the logits).")
 flags.DEFINE_float("min_agreement", 0.9, "Quantized: smallest allowed top-1 agreement with Keras.")
 flags.DEFINE_bool("int8_friendly", True,
                   "int8: trace hard-swish / average pooling in forms XNNPACK runs in int8.")

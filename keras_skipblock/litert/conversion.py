@@ -41,7 +41,9 @@ QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 
 def load_keras_model(checkpoint=None, model_name=None, image_size=224, num_classes=1000,
                      channels=3, **model_kwargs):
-    """A Keras model from a `.keras` checkpoint or, by name, a fresh one.
+    """A Keras model from a `.keras` checkpoint, the authors' `.pth` (their
+    SkipblockNet-M with its input scaling inside: RGB in [0, 255]) or, by
+    name, a fresh one.
 
     Raises LiteRTError (with the valid choices) for a missing or unreadable
     checkpoint, an unknown model name, or both/neither given.
@@ -51,6 +53,8 @@ def load_keras_model(checkpoint=None, model_name=None, image_size=224, num_class
     if checkpoint:
         if not os.path.isfile(checkpoint):
             raise LiteRTError(f"Checkpoint not found: {os.path.abspath(checkpoint)}")
+        if checkpoint.endswith((".pth", ".pt")):
+            return _authors_model(checkpoint)
         import keras
 
         import keras_skipblock  # noqa: F401  registers BiasLossModel and friends
@@ -69,6 +73,24 @@ def load_keras_model(checkpoint=None, model_name=None, image_size=224, num_class
         raise LiteRTError(f"Unknown model {model_name!r}. Valid names: {', '.join(MODEL_NAMES)}.")
     return get_model(model_name, input_shape=(image_size, image_size, channels),
                      num_classes=num_classes, **model_kwargs)
+
+
+def _authors_model(checkpoint):
+    """The authors' PyTorch checkpoint as SkipblockNet-M taking 224x224 RGB in [0, 255]."""
+    from keras_skipblock.models import CheckpointError, SkipblockNetM, read_state_dict
+
+    try:
+        state = read_state_dict(checkpoint)
+        classes = state.get("classifier.3.weight")
+        if classes is None:
+            raise CheckpointError(f"{checkpoint!r} has no classifier.3.weight: not SkipblockNet's state_dict.")
+        model = SkipblockNetM(num_classes=classes.shape[0], include_preprocessing=True, normalization="authors")
+        from keras_skipblock.models import load_authors_weights
+
+        load_authors_weights(model, state)
+        return model
+    except CheckpointError as error:
+        raise LiteRTError(str(error)) from None
 
 
 def input_shape_of(model, image_size=None):

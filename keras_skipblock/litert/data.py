@@ -18,6 +18,15 @@ from keras_skipblock.litert.errors import LiteRTError
 SOURCES = ("fashion_mnist", "digits")
 
 
+def to_input_range(images, input_range):
+    """Images in [-1, 1] (what `load_images` returns) mapped linearly to the
+    range a model takes (`keras_skipblock.models.raw_input_range`)."""
+    low, high = input_range
+    if (low, high) == (-1.0, 1.0):
+        return images
+    return ((images + 1.0) * (0.5 * (high - low)) + low).astype("float32")
+
+
 def _fit_channels(images, channels):
     if images.shape[-1] == channels:
         return images

@@ -4,7 +4,7 @@ import dataclasses
 from typing import Optional
 
 from keras_skipblock.litert.conversion import convert, input_shape_of, recalibrate_batchnorm
-from keras_skipblock.litert.data import load_images
+from keras_skipblock.litert.data import load_images, to_input_range
 from keras_skipblock.litert.errors import LiteRTError, VerificationError
 from keras_skipblock.litert.runtime import write_tflite
 from keras_skipblock.litert.verify import MAX_ABS_DIFF, MIN_AGREEMENT, Verification, verify
@@ -35,10 +35,14 @@ def convert_file(model, output, quantize="none", representative_data="fashion_mn
     h, w, c = shape
     if h != w:
         raise LiteRTError(f"Square inputs only (got {h}x{w}).")
+    from keras_skipblock.models import raw_input_range
+
+    input_range = raw_input_range(model)  # [0, 255] for models with their scaling inside
     calibration = None
     if quantize == "int8" or recalibrate_bn:
         calibration, _ = load_images(representative_data, "train", h, c, num_calibration,
                                      data_dir=data_dir)
+        calibration = to_input_range(calibration, input_range)
         log(f"calibration: {len(calibration)} real images from {representative_data} (train split)")
     if recalibrate_bn:
         n = recalibrate_batchnorm(model, calibration[-64:])
@@ -52,6 +56,7 @@ def convert_file(model, output, quantize="none", representative_data="fashion_mn
     if run_verification:
         source = verify_data or representative_data
         images, _ = load_images(source, "test", h, c, num_verify, data_dir=data_dir)
+        images = to_input_range(images, input_range)
         result.verification = verify(model, flatbuffer, images, quantize, max_abs_diff,
                                      min_agreement, raise_on_failure=False)
         log(result.verification.describe())

@@ -1,7 +1,10 @@
 """Does the `.tflite` compute what the Keras model computes, on real images?
 
-- float32 ("none"): max |Δlogit| must be at most `max_abs_diff` (1e-4):
-  the same function with a different summation order.
+- float32 ("none"): max |Δlogit| must be at most `max_abs_diff` (1e-4)
+  times the logits' scale, max(1, max |logit|): the same function with a
+  different summation order, whose rounding grows with the values summed
+  (the authors' M reaches |logit| ~ 1000 on grey images, and differs by 4e-2
+  there, 3e-4 at |logit| ~ 50).
 - quantized ("float16", "dynamic", "int8"): logits move by design, so the
   test is top-1 agreement with the Keras model, at least `min_agreement`.
   0.9 is the default for a trained model: on our trained Fashion-MNIST
@@ -50,8 +53,9 @@ def compare(keras_out, lite_out, quantize, max_abs_diff=MAX_ABS_DIFF, min_agreem
     rms_ref = float(np.sqrt(np.mean(keras_out ** 2))) or 1.0
     agreement = float(np.mean(keras_out.argmax(-1) == lite_out.argmax(-1)))
     if quantize == "none":
-        passed = float(diff.max()) <= max_abs_diff
-        threshold = f"max |Δlogit| <= {max_abs_diff:g}"
+        scale = max(1.0, float(np.abs(keras_out).max()))
+        passed = float(diff.max()) <= max_abs_diff * scale
+        threshold = f"max |Δlogit| <= {max_abs_diff:g} x max(1, max |logit| = {scale:.3g})"
     else:
         passed = agreement >= min_agreement
         threshold = f"top-1 agreement >= {min_agreement:g}"

@@ -93,8 +93,15 @@ def build_model(config, input_shape, num_classes):
     """The `BiasLossModel` named `config.model`, with BN momentum, L2 and checkpoint applied."""
     from keras_skipblock.models import get_model
 
-    model = get_model(config.model, input_shape=input_shape, num_classes=num_classes,
-                      **_model_kwargs(config))
+    kwargs = _model_kwargs(config)
+    if _is_authors_checkpoint(config.init_checkpoint):
+        if config.model.lower() != "skipblocknet_m" or kwargs.get("width", 1.0) != 1.0:
+            raise ValueError(f"--init_checkpoint {config.init_checkpoint} holds the authors' SkipblockNet-M "
+                             f"at width 1.0; use --model skipblocknet_m without --width (got {config.model}).")
+        # The data pipelines feed [-1, 1]; the authors' weights expect ImageNet-normalised
+        # input: the model takes [-1, 1] and rescales it inside (InputScaling).
+        kwargs.update(include_preprocessing=True, input_range=(-1, 1), normalization="authors")
+    model = get_model(config.model, input_shape=input_shape, num_classes=num_classes, **kwargs)
     if config.bn_momentum is not None:
         optimizers.set_bn_momentum(model, config.bn_momentum)
     if config.init_checkpoint:
@@ -105,14 +112,25 @@ def build_model(config, input_shape, num_classes):
     return model
 
 
+def _is_authors_checkpoint(path):
+    return bool(path) and path.endswith((".pth", ".pt"))
+
+
 def load_matching_weights(model, checkpoint):
-    """Copy weights layer by layer (same name, same shapes) from a saved .keras model.
+    """Copy weights layer by layer (same name, same shapes) from a saved .keras
+    model or the authors' .pth.
 
     Layers that differ (a classifier with another number of classes) keep
     their fresh initialisation. Returns (copied count, skipped layer names).
     """
     if not os.path.exists(checkpoint):
         raise FileNotFoundError(f"--init_checkpoint {checkpoint!r} does not exist.")
+    if _is_authors_checkpoint(checkpoint):
+        from keras_skipblock.models.authors_weights import load_authors_weights
+
+        skipped = load_authors_weights(model, checkpoint, strict=False)
+        with_weights = [layer for layer in model.layers if layer.weights]
+        return len(with_weights) - len(skipped), skipped
     source = keras.saving.load_model(checkpoint, compile=False)
     by_name = {layer.name: layer for layer in source._flatten_layers(include_self=False)}
     copied, skipped = 0, []
