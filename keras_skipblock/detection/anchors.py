@@ -1,0 +1,153 @@
+"""SSD anchors, box matching and box encoding.
+
+Boxes everywhere in this package are "rel_xyxy": (x_min, y_min, x_max,
+y_max) as fractions of the image width and height, so targets do not depend
+on the input size.
+
+Anchors: the MobileNetV2 paper's SSD set (the TF Object Detection API's
+`ssd_mobilenet_v2`): six levels with scales s_k evenly spaced from 0.2 to
+0.95; level 0 has three anchors per cell (scale 0.1 ratio 1, scale 0.2 ratios
+2 and 1/2), the other levels six (scale s_k with ratios 1, 2, 1/2, 3, 1/3,
+and scale sqrt(s_k * s_k+1) with ratio 1). At 300x300 that is 1,917 anchors
+on 19x19, 10x10, 5x5, 3x3, 2x2 and 1x1 maps. Each (scale, ratio) pair is
+laid out by keras-cv's `AnchorGenerator` with stride image_size / map_size,
+so the cell centres sit at (i + 0.5) / map_size as in SSD.
+
+Matching: keras-cv's `BoxMatcher` (IoU >= 0.5 positive, else background),
+and each ground-truth box's best anchor forced positive. The forcing is done
+here, not with `BoxMatcher(force_match_for_each_col=True)`: in keras-cv 0.9
+that option also force-matches anchor 0 to the matcher's padding column (an
+index one past the last box) whenever no real box picked anchor 0.
+
+Encoding: SSD's centre/size deltas with variances (0.1, 0.1, 0.2, 0.2), by
+Keras core's `keras.utils.bounding_boxes.encode_box_to_deltas` /
+`decode_deltas_to_boxes` (keras-cv 0.9 keeps its copies private).
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+VARIANCE = (0.1, 0.1, 0.2, 0.2)
+IOU_THRESHOLD = 0.5
+FORMAT = "rel_xyxy"
+
+
+def ssd_anchor_table(num_levels=6, min_scale=0.2, max_scale=0.95, aspect_ratios=(1.0, 2.0, 0.5, 3.0, 1.0 / 3.0)):
+    """((scale, aspect ratio), ...) per level, the TF OD API's SSD anchor rule
+    with `reduce_boxes_in_lowest_layer`. Aspect ratio = width / height."""
+    scales = [min_scale + (max_scale - min_scale) * k / (num_levels - 1) for k in range(num_levels)] + [1.0]
+    table = [((0.1, 1.0), (min_scale, 2.0), (min_scale, 0.5))]
+    for k in range(1, num_levels):
+        table.append(tuple((scales[k], r) for r in aspect_ratios) + ((math.sqrt(scales[k] * scales[k + 1]), 1.0),))
+    return tuple(table)
+
+
+SSD_ANCHORS = ssd_anchor_table()
+
+
+def anchors_per_location(level):
+    return len(level)
+
+
+def generate_anchors(image_shape, feature_sizes, table=SSD_ANCHORS):
+    """Anchors (N, 4) float32 in rel_xyxy, level by level, cell by cell
+    (row-major), anchor by anchor: the order of the detector's outputs.
+
+    image_shape: (height, width[, channels]); feature_sizes: [(h, w)] per level.
+    Anchor sides are scale * min(height, width) pixels, stretched by the
+    aspect ratio; the grid must be square-celled (height / h == width / w).
+    """
+    import keras_cv
+
+    height, width = int(image_shape[0]), int(image_shape[1])
+    if len(feature_sizes) != len(table):
+        raise ValueError(f"{len(feature_sizes)} feature maps but {len(table)} anchor levels.")
+    side = min(height, width)
+    levels = []
+    for (fh, fw), pairs in zip(feature_sizes, table):
+        stride = height / fh
+        if not math.isclose(stride, width / fw, rel_tol=1e-6):
+            raise ValueError(f"Anchors need square cells: image {height}x{width} on a {fh}x{fw} map.")
+        per_pair = []
+        for scale, ratio in pairs:
+            generator = keras_cv.layers.AnchorGenerator(
+                bounding_box_format=FORMAT, sizes=[scale * side], scales=[1.0],
+                aspect_ratios=[ratio], strides=[stride])
+            boxes = np.asarray(generator(image_shape=(height, width, 3))[0], "float32")
+            if len(boxes) != fh * fw:
+                raise ValueError(f"AnchorGenerator gave {len(boxes)} anchors for a {fh}x{fw} map.")
+            per_pair.append(boxes)
+        levels.append(np.stack(per_pair, axis=1).reshape(-1, 4))  # (cells * anchors, 4)
+    return np.concatenate(levels, axis=0)
+
+
+def level_slices(feature_sizes, table=SSD_ANCHORS):
+    """[(start, stop)] of each level's anchors in the flat anchor list."""
+    out, start = [], 0
+    for (fh, fw), pairs in zip(feature_sizes, table):
+        stop = start + fh * fw * len(pairs)
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+def encode(boxes, anchors):
+    """Deltas (..., N, 4) of rel_xyxy `boxes` relative to `anchors` (N, 4)."""
+    # Relative coordinates on both sides: the encoding is scale-free, so the
+    # plain "xyxy" conversion is exact and needs no image size.
+    return keras.utils.bounding_boxes.encode_box_to_deltas(
+        anchors, boxes, anchor_format="xyxy", box_format="xyxy", encoding_format="center_yxhw",
+        variance=VARIANCE)
+
+
+def decode(deltas, anchors):
+    """rel_xyxy boxes from deltas (..., N, 4) and anchors (N, 4)."""
+    return keras.utils.bounding_boxes.decode_deltas_to_boxes(
+        anchors, deltas, anchor_format="xyxy", box_format="xyxy", encoded_format="center_yxhw",
+        variance=VARIANCE)
+
+
+def match(boxes, anchors, iou_threshold=IOU_THRESHOLD):
+    """SSD matching of one image's boxes (M, 4) to anchors (N, 4).
+
+    Returns (matched box index (N,) int32, positive (N,) bool). M may be 0.
+    """
+    import keras_cv
+
+    boxes = ops.convert_to_tensor(boxes, "float32")
+    anchors = ops.convert_to_tensor(anchors, "float32")
+    iou = keras_cv.bounding_box.compute_iou(anchors, boxes, bounding_box_format="xyxy")  # (N, M)
+    matcher = keras_cv.layers.BoxMatcher([iou_threshold], [-1, 1], force_match_for_each_col=False)
+    matched, values = matcher(iou)
+    positive = ops.equal(values, 1)
+    # Each box's best anchor is positive and matched to that box (scatter:
+    # works for M = 0 too, where an argmax over boxes would fail).
+    best_anchor = tf.argmax(iou, axis=0, output_type=tf.int32)[:, None]  # (M, 1)
+    matched = tf.tensor_scatter_nd_update(matched, best_anchor, tf.range(tf.shape(boxes)[0]))
+    positive = tf.tensor_scatter_nd_update(positive, best_anchor, tf.ones(tf.shape(boxes)[:1], tf.bool))
+    return matched, positive
+
+
+def encode_targets(boxes, classes, anchors, iou_threshold=IOU_THRESHOLD):
+    """Training targets of one image.
+
+    boxes (M, 4) rel_xyxy, classes (M,) int in [0, num_classes).
+    Returns (deltas (N, 4) float32, labels (N,) int32): labels are class + 1
+    for positive anchors and 0 (background) for the rest; deltas are zero on
+    background anchors.
+    """
+    boxes = ops.convert_to_tensor(boxes, "float32")
+    classes = ops.cast(ops.convert_to_tensor(classes), "int32")
+    anchors = ops.convert_to_tensor(anchors, "float32")
+    matched, positive = match(boxes, anchors, iou_threshold)
+    # A zero box appended so that the gather is valid for an image with no boxes.
+    boxes = ops.concatenate([boxes, ops.zeros((1, 4), "float32")], axis=0)
+    classes = ops.concatenate([classes, ops.zeros((1,), "int32")], axis=0)
+    deltas = encode(ops.take(boxes, matched, axis=0), anchors)
+    labels = ops.where(positive, ops.take(classes, matched, axis=0) + 1, 0)
+    deltas = ops.where(positive[:, None], deltas, 0.0)
+    return ops.cast(deltas, "float32"), ops.cast(labels, "int32")
