@@ -46,7 +46,8 @@ def define_flags(**defaults):
     flags.DEFINE_float("bn_momentum", d["bn_momentum"], "BatchNorm momentum (paper: 0.99).")
     flags.DEFINE_bool("skip_blocks", d["skip_blocks"], "SkipblockNet: use the skip blocks.")
     flags.DEFINE_string("init_checkpoint", d["init_checkpoint"],
-                        "A .keras model to fine-tune from (layers with matching shapes are copied).")
+                        "A .keras model, or the authors' skipblocknet-m.pth, to fine-tune from "
+                        "(layers with matching shapes are copied).")
     flags.DEFINE_enum("loss", d["loss"], list(LOSSES), "bias: Bias Loss; ce: cross-entropy; focal.")
     flags.DEFINE_float("alpha", d["alpha"], "Bias Loss alpha.")
     flags.DEFINE_float("beta", d["beta"], "Bias Loss beta.")
@@ -95,6 +96,7 @@ def run(recipe_name, check=None):
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
         from keras_skipblock.data import DatasetNotFoundError
+        from keras_skipblock.models import CheckpointError
         from keras_skipblock.training import train
 
         config = config_from_flags(recipe_name)
@@ -102,7 +104,7 @@ def run(recipe_name, check=None):
             check(config)
         try:
             train(config)
-        except DatasetNotFoundError as error:
+        except (DatasetNotFoundError, CheckpointError) as error:
             print(f"\nERROR: {error}", file=sys.stderr)
             sys.exit(2)
 

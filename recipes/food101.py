@@ -1,10 +1,12 @@
 """Food-101 transfer: fine-tune an ImageNet-trained model (SPEC §4, after Kornblith et al. 2019).
 
     python recipes/food101.py --init_checkpoint=runs/sbm_bias/best.keras --loss=bias
+    python recipes/food101.py --init_checkpoint=skipblocknet-m.pth   # the authors' ImageNet weights
 
 Every layer whose name and shapes match is copied from --init_checkpoint (a
-.keras model saved by recipes/imagenet.py); the 101-way classifier starts
-fresh. SGD with momentum 0.9, cosine decay after a 1-epoch warm-up, Inception
+.keras model saved by recipes/imagenet.py, or the authors' .pth: then the
+model takes the pipeline's [-1, 1] images and rescales them inside to the
+authors' ImageNet normalisation); the 101-way classifier starts fresh. SGD with momentum 0.9, cosine decay after a 1-epoch warm-up, Inception
 crops at 224. Kornblith et al. grid-searched the rate and weight decay; the
 defaults here are a reasonable starting point, not their tuned values.
 """

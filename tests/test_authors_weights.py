@@ -231,3 +231,23 @@ def test_fine_tuning_starts_from_the_authors_weights_with_consistent_input_scali
     np.testing.assert_allclose(ours, theirs, atol=1e-3 * theirs.std())
     with pytest.raises(ValueError, match="use --model skipblocknet_m"):
         build_model(TrainConfig(model="skipblocknet_s", init_checkpoint=PTH), (64, 64, 3), 10)
+
+
+def test_food101_recipe_fine_tunes_from_the_pth(tmp_path):
+    from test_data import write_image_folder
+    from test_recipes import assert_run_outputs, run_recipe
+
+    food = write_image_folder(str(tmp_path / "food_like"), classes=("a", "b", "c"), per_class=3)
+    out = str(tmp_path / "run")
+    result = run_recipe("food101.py", "--dataset=folder", f"--data_dir={food}", f"--model_dir={out}",
+                        f"--init_checkpoint={PTH}", "--image_size=64", "--batch_size=4", "--epochs=1",
+                        "--steps_per_epoch=2", "--run_eagerly")
+    assert "123 layers copied, 1 kept fresh (logits)" in result.stdout
+    assert_run_outputs(out, epochs=1)
+    scaling = keras.saving.load_model(os.path.join(out, "best.keras"), compile=False).get_layer("preprocessing")
+    assert scaling.input_range == (-1.0, 1.0) and scaling.normalization == "authors"
+
+    wrong = run_recipe("food101.py", "--dataset=folder", f"--data_dir={food}", f"--model_dir={out}2",
+                       f"--init_checkpoint={PTH}", "--model=skipblocknet_s", check=False)
+    assert wrong.returncode == 2 and "use --model skipblocknet_m" in wrong.stderr
+    assert "Traceback" not in wrong.stderr

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import keras
 import tensorflow as tf
 
+from keras_skipblock.models.torch_state_dict import CheckpointError
 from keras_skipblock.training import callbacks as callbacks_lib
 from keras_skipblock.training import optimizers, schedules
 from keras_skipblock.training.losses import make_loss
@@ -96,7 +97,7 @@ def build_model(config, input_shape, num_classes):
     kwargs = _model_kwargs(config)
     if _is_authors_checkpoint(config.init_checkpoint):
         if config.model.lower() != "skipblocknet_m" or kwargs.get("width", 1.0) != 1.0:
-            raise ValueError(f"--init_checkpoint {config.init_checkpoint} holds the authors' SkipblockNet-M "
+            raise CheckpointError(f"--init_checkpoint {config.init_checkpoint} holds the authors' SkipblockNet-M "
                              f"at width 1.0; use --model skipblocknet_m without --width (got {config.model}).")
         # The data pipelines feed [-1, 1]; the authors' weights expect ImageNet-normalised
         # input: the model takes [-1, 1] and rescales it inside (InputScaling).
@@ -124,7 +125,7 @@ def load_matching_weights(model, checkpoint):
     their fresh initialisation. Returns (copied count, skipped layer names).
     """
     if not os.path.exists(checkpoint):
-        raise FileNotFoundError(f"--init_checkpoint {checkpoint!r} does not exist.")
+        raise CheckpointError(f"--init_checkpoint {checkpoint!r} does not exist.")
     if _is_authors_checkpoint(checkpoint):
         from keras_skipblock.models.authors_weights import load_authors_weights
 
