@@ -251,3 +251,10 @@ def test_food101_recipe_fine_tunes_from_the_pth(tmp_path):
                        f"--init_checkpoint={PTH}", "--model=skipblocknet_s", check=False)
     assert wrong.returncode == 2 and "use --model skipblocknet_m" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+
+
+def test_backbone_without_top_loads_all_but_the_classifier(expected):
+    backbone = ks.models.SkipblockNetM(weights=PTH, include_top=False, include_preprocessing=True)
+    features = np.asarray(backbone(expected["images"].astype("float32"), training=False))
+    reference = expected["act_head_conv"].transpose(0, 2, 3, 1)
+    assert np.abs(features - reference).max() <= 1e-3 * reference.std()

@@ -53,7 +53,9 @@ def load_keras_model(checkpoint=None, model_name=None, image_size=224, num_class
     if checkpoint:
         if not os.path.isfile(checkpoint):
             raise LiteRTError(f"Checkpoint not found: {os.path.abspath(checkpoint)}")
-        if checkpoint.endswith((".pth", ".pt")):
+        from keras_skipblock.models.authors_weights import is_authors_checkpoint
+
+        if is_authors_checkpoint(checkpoint):
             return _authors_model(checkpoint)
         import keras
 
@@ -77,7 +79,7 @@ def load_keras_model(checkpoint=None, model_name=None, image_size=224, num_class
 
 def _authors_model(checkpoint):
     """The authors' PyTorch checkpoint as SkipblockNet-M taking 224x224 RGB in [0, 255]."""
-    from keras_skipblock.models import CheckpointError, SkipblockNetM, read_state_dict
+    from keras_skipblock.models import CheckpointError, SkipblockNetM, load_authors_weights, read_state_dict
 
     try:
         state = read_state_dict(checkpoint)
@@ -85,8 +87,6 @@ def _authors_model(checkpoint):
         if classes is None:
             raise CheckpointError(f"{checkpoint!r} has no classifier.3.weight: not SkipblockNet's state_dict.")
         model = SkipblockNetM(num_classes=classes.shape[0], include_preprocessing=True, normalization="authors")
-        from keras_skipblock.models import load_authors_weights
-
         load_authors_weights(model, state)
         return model
     except CheckpointError as error:

@@ -33,6 +33,12 @@ _FIXED = {"stem": "first_layer.0", "stem_bn": "first_layer.1", "head_conv": "con
           "head_conv_bn": "conv.1", "head_dense": "classifier.0", "logits": "classifier.3"}
 _BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
+_CLASSIFIER = "classifier."
+
+
+def is_authors_checkpoint(path):
+    """True for a PyTorch file (what `weights=` and `--init_checkpoint` read as the authors')."""
+    return isinstance(path, str) and path.endswith((".pth", ".pt"))
 
 
 def torch_module_name(layer_name):
@@ -95,11 +101,14 @@ def load_authors_weights(model, path, strict=True):
     `CheckpointError` lists what disagrees (key, both shapes).
     strict=False (fine-tuning): tensors whose shapes differ (a classifier
     for other classes, a one-channel stem) are left at their initial values.
+    A model without its classifier (`include_top=False`) loads the rest.
     Returns the names of the layers left untouched.
     """
     state = read_state_dict(path) if isinstance(path, str) else dict(path)
-    state = {k: v for k, v in state.items() if not k.endswith(_IGNORED_SUFFIXES)}
     mapping = authors_tensor_map(model)
+    headless = not any(key.startswith(_CLASSIFIER) for key in mapping)
+    state = {k: v for k, v in state.items()
+             if not k.endswith(_IGNORED_SUFFIXES) and not (headless and k.startswith(_CLASSIFIER))}
     values, problems, kept = {}, [], set()
     for key, (layer, index, to_keras) in mapping.items():
         target = tuple(layer.weights[index].shape)

@@ -404,7 +404,9 @@ def SkipblockNet(
     def scaled(channels):
         return make_divisible(channels * width)
 
-    authors_file = isinstance(weights, str) and weights.endswith((".pth", ".pt"))
+    from keras_skipblock.models.authors_weights import is_authors_checkpoint
+
+    authors_file = is_authors_checkpoint(weights)
     if authors_file and (design is not _DESIGNS["M"] or width != 1.0 or input_shape[2] != 3):
         raise ValueError(
             f"The authors publish weights for SkipblockNet-M at width 1.0 with RGB input only "
@@ -459,9 +461,9 @@ def _load_weights(model, weights):
         return model
     if not isinstance(weights, str):
         raise ValueError(f"weights must be None or a file path; got {weights!r}.")
-    if weights.endswith((".pth", ".pt")):
-        from keras_skipblock.models.authors_weights import load_authors_weights
+    from keras_skipblock.models.authors_weights import is_authors_checkpoint, load_authors_weights
 
+    if is_authors_checkpoint(weights):
         load_authors_weights(model, weights, strict=True)
     else:
         model.load_weights(weights)

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import keras
 import tensorflow as tf
 
+from keras_skipblock.models.authors_weights import is_authors_checkpoint, load_authors_weights
 from keras_skipblock.models.torch_state_dict import CheckpointError
 from keras_skipblock.training import callbacks as callbacks_lib
 from keras_skipblock.training import optimizers, schedules
@@ -95,7 +96,7 @@ def build_model(config, input_shape, num_classes):
     from keras_skipblock.models import get_model
 
     kwargs = _model_kwargs(config)
-    if _is_authors_checkpoint(config.init_checkpoint):
+    if is_authors_checkpoint(config.init_checkpoint):
         if config.model.lower() != "skipblocknet_m" or kwargs.get("width", 1.0) != 1.0:
             raise CheckpointError(f"--init_checkpoint {config.init_checkpoint} holds the authors' SkipblockNet-M "
                              f"at width 1.0; use --model skipblocknet_m without --width (got {config.model}).")
@@ -113,10 +114,6 @@ def build_model(config, input_shape, num_classes):
     return model
 
 
-def _is_authors_checkpoint(path):
-    return bool(path) and path.endswith((".pth", ".pt"))
-
-
 def load_matching_weights(model, checkpoint):
     """Copy weights layer by layer (same name, same shapes) from a saved .keras
     model or the authors' .pth.
@@ -126,9 +123,7 @@ def load_matching_weights(model, checkpoint):
     """
     if not os.path.exists(checkpoint):
         raise CheckpointError(f"--init_checkpoint {checkpoint!r} does not exist.")
-    if _is_authors_checkpoint(checkpoint):
-        from keras_skipblock.models.authors_weights import load_authors_weights
-
+    if is_authors_checkpoint(checkpoint):
         skipped = load_authors_weights(model, checkpoint, strict=False)
         with_weights = [layer for layer in model.layers if layer.weights]
         return len(with_weights) - len(skipped), skipped
@@ -233,7 +228,8 @@ def train(config):
             jit_compile=False if config.run_eagerly else _jit_compile(config),
             run_eagerly=config.run_eagerly,
         )
-    _write_json(os.path.join(model_dir, "config.json"), dataclasses.asdict(config))
+    if chief:  # the other workers write only their backup, under worker_<i>/
+        _write_json(os.path.join(model_dir, "config.json"), dataclasses.asdict(config))
     if config.verbose:
         print(f"{config.model} ({model.count_params():,} parameters) on {data.name}: "
               f"{data.train_size} training images, {data.num_classes} classes, "
@@ -241,27 +237,22 @@ def train(config):
               f"{steps_per_epoch} steps/epoch, loss {config.loss}.")
 
     validation = data.validation if data.validation is not None else data.test
+    callbacks = callbacks_lib.standard_callbacks(
+        model_dir, ema=bool(config.ema_decay), backup_steps=config.backup_steps, chief=chief)
     history = model.fit(
         data.train,
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch if repeat else None,
         validation_data=validation,
         validation_steps=config.eval_steps,
-        callbacks=callbacks_lib.standard_callbacks(
-            model_dir, ema=bool(config.ema_decay), backup_steps=config.backup_steps,
-            write_outputs=True, tensorboard=chief),
+        callbacks=callbacks,
         verbose=config.verbose,
     )
 
     optimizer_steps = int(model.optimizer.iterations.numpy())
     variance_min = float(model.bias_loss_variance_min.numpy())
-    best_path = os.path.join(model_dir, callbacks_lib.BEST_MODEL)
-    if os.path.exists(best_path):
-        model.load_weights(best_path)  # EMA weights of the best epoch
-    elif callbacks_lib.has_ema(model) and model.optimizer.built:
-        swapper = keras.callbacks.SwapEMAWeights()
-        swapper.set_model(model)
-        swapper._swap_variables()
+    best_path = os.path.join(config.model_dir, callbacks_lib.BEST_MODEL)
+    callbacks_lib.restore_best_weights(model, callbacks, best_path)  # EMA weights of the best epoch
     results = model.evaluate(data.test, steps=config.eval_steps, verbose=0, return_dict=True)
     epochs_done = history.epoch[-1] + 1 if history.epoch else _epochs_in_csv(model_dir)
     summary = {
@@ -272,7 +263,8 @@ def train(config):
         "wall_time_s": round(time.time() - start, 1), "best_model": best_path,
         "bias_loss_variance_min": variance_min,
     }
-    _write_json(os.path.join(model_dir, "summary.json"), summary)
+    if chief:
+        _write_json(os.path.join(model_dir, "summary.json"), summary)
     print(f"SUMMARY {data.name} {config.model} loss={config.loss}: test top-1 "
           f"{summary['test_top1']:.4f}, top-5 {summary['test_top5']:.4f}, "
           f"epochs {summary['epochs']}, wall time {summary['wall_time_s']:.0f} s "
