@@ -4,5 +4,6 @@ from keras_skipblock import models
 from keras_skipblock.flops import count_flops
 from keras_skipblock.losses import BiasLoss, BiasWeights, bias_weights, sample_variance
 from keras_skipblock.task import BiasLossModel, with_features
+from keras_skipblock import detection  # noqa: E402  after the classes it builds on; registers SSDDetector
 
 __version__ = "0.1.0"

@@ -64,6 +64,12 @@ def main(argv):
                                  FLAGS.num_classes, FLAGS.channels)
         if FLAGS.checkpoint and FLAGS.recalibrate_bn:
             raise LiteRTError("--recalibrate_bn is for fresh (--model) models only.")
+        from keras_skipblock.litert.detection import convert_detector_file, is_detector
+
+        if is_detector(model):  # an SSD from recipes/voc.py: NMS inside, verified on real scenes
+            convert_detector_file(model, FLAGS.output, FLAGS.quantize, FLAGS.num_calibration,
+                                  FLAGS.num_verify, FLAGS.verify, FLAGS.data_dir)
+            return 0
         convert_file(
             model, FLAGS.output, FLAGS.quantize, FLAGS.representative_data, FLAGS.num_calibration,
             FLAGS.verify_data, FLAGS.num_verify, FLAGS.verify, FLAGS.max_abs_diff,
