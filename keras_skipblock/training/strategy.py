@@ -22,13 +22,34 @@ def get_strategy(name="default", tpu_address=None):
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return MultiWorkerMirroredStrategy()
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "")
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"Unknown strategy {name!r}; use one of {STRATEGIES}.")
+
+
+class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """TF's MultiWorkerMirroredStrategy with the `reduce` that Keras 3 expects.
+
+    Keras 3 `fit` calls `reduce` on the first (x, y) batch in one call, and
+    on scalar step logs with `axis=0`; TF's collective strategy takes one
+    value at a time and no axis on a scalar ("Attempt to convert a value
+    (PerReplica...)", keras-team/keras#20585). Here each part of a nested
+    value is reduced on its own, and a scalar across replicas only.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        reduce_one = super().reduce
+
+        def reduce_part(part):
+            local = self.experimental_local_results(part)[0]
+            scalar = len(getattr(local, "shape", ())) == 0
+            return reduce_one(reduce_op, part, None if scalar else axis)
+
+        return tf.nest.map_structure(reduce_part, value)
 
 
 def is_chief(strategy):
@@ -41,3 +62,11 @@ def is_chief(strategy):
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return task_type == "chief" or (not has_chief and task_type == "worker" and task_id == 0)
+
+
+def is_multi_worker(strategy):
+    """Whether `strategy` is a MultiWorkerMirroredStrategy over more than one worker process."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+    return len(cluster.get("chief", [])) + len(cluster.get("worker", [])) > 1
