@@ -18,12 +18,17 @@ def _seed():
     keras.backend.clear_session()
 
 
-@pytest.fixture(scope="session")
-def digits():
+def load_digits():
     """scikit-learn's bundled digits (1,797 real 8x8 images), as
-    (x float32 in [0, 1] of shape (n, 8, 8, 1), y int32)."""
-    from sklearn.datasets import load_digits
+    (x float32 in [0, 1] of shape (n, 8, 8, 1), y int32). A plain function too:
+    tools/measure_thresholds.py trains on exactly what the tests train on."""
+    from sklearn import datasets
 
-    data = load_digits()
+    data = datasets.load_digits()
     x = (data.images[..., None] / 16.0).astype("float32")
     return x, data.target.astype("int32")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_digits()

@@ -6,6 +6,24 @@ import pytest
 import keras
 import keras_skipblock as ks
 
+# Thresholds on trained results, with their measured spread (re-measure with
+# tools/measure_thresholds.py --only=bias_loss_model after changing what these tests train).
+# Runs: seeds 0-4 x oneDNN 0/1 x default/1 thread, and seeds 5-9 with oneDNN on (n=25).
+# Bias loss, last/first epoch loss: 0.055-0.089.
+MAX_BIAS_LOSS_RATIO = 0.3
+# Bias loss, last-epoch held-out top-1: 0.826-0.930; chance 0.10.
+MIN_BIAS_VAL_TOP1 = 0.7
+# Baselines, last/first epoch loss after 4 epochs: 0.087-0.237 (focal 0.087-0.149,
+# sparse cross-entropy 0.167-0.237; string and instance train identically). Below 0.6
+# on purpose: cross-entropy taking softmax outputs as logits (a bug the test guards
+# against) cannot fall below -log(e / (e + 9)) = 1.46, 0.63 of its start log(10).
+MAX_BASELINE_LOSS_RATIO = 0.4
+BASELINE_LOSSES = [
+    ("sparse_categorical_crossentropy", False),
+    (keras.losses.SparseCategoricalCrossentropy(), False),
+    (keras.losses.CategoricalFocalCrossentropy(), True),
+]
+
 
 def small_classifier(input_shape=(8, 8, 1), classes=10, softmax=True):
     """A small CNN ending in GAP + Dense, as a user's own Keras model would."""
@@ -48,38 +66,47 @@ def test_with_features_errors_are_clear():
         ks.BiasLossModel(inputs, keras.layers.Dense(2)(inputs))
 
 
-def test_fit_with_bias_loss_learns_digits(digits):
-    x, y = digits
+def fit_bias_loss_on_digits(x, y):
+    """What test_fit_with_bias_loss_learns_digits trains (also run over seeds by
+    tools/measure_thresholds.py): 1,400 digits, the other 397 held out."""
     model = ks.with_features(small_classifier())
     model.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"],
                   loss=ks.BiasLoss(alpha=0.3, beta=0.3, normalization="global"))
     history = model.fit(x[:1400], y[:1400], batch_size=32, epochs=8, verbose=0,
                         validation_data=(x[1400:], y[1400:]))
+    return model, history
+
+
+def baseline_classifier(loss):
+    model = ks.with_features(small_classifier())
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss, metrics=["accuracy"])
+    return model
+
+
+def fit_baseline_on_digits(model, x, labels):
+    return model.fit(x[:1400], labels[:1400], batch_size=32, epochs=4, verbose=0)
+
+
+def test_fit_with_bias_loss_learns_digits(digits):
+    x, y = digits
+    model, history = fit_bias_loss_on_digits(x, y)
     losses = history.history["loss"]
-    assert losses[-1] < 0.6 * losses[0]
-    assert history.history["val_accuracy"][-1] > 0.6  # chance is 0.1
+    assert losses[-1] < MAX_BIAS_LOSS_RATIO * losses[0]
+    assert history.history["val_accuracy"][-1] > MIN_BIAS_VAL_TOP1
     # The loss's diagnostics are reported and within the clamp.
     assert 0.5 <= history.history["bias_weight"][-1] <= 1.5
     assert 0.0 <= history.history["bias_clamped"][-1] <= 1.0
-    # The running minimum is the smallest per-sample variance seen in training.
+    # The running minimum is the smallest per-sample variance seen in training, far
+    # below the trained model's: ratio 7e-6 to 7e-5 in the n=25 runs above.
     seen = ks.sample_variance(model.predict(x[:1400], verbose=0)["features"]).numpy().min()
     assert 0 < float(model.bias_loss_variance_min) < 10 * seen
 
 
-@pytest.mark.parametrize(
-    "loss, one_hot",
-    [
-        ("sparse_categorical_crossentropy", False),
-        (keras.losses.SparseCategoricalCrossentropy(), False),
-        (keras.losses.CategoricalFocalCrossentropy(), True),
-    ],
-    ids=["string", "instance", "focal"],
-)
+@pytest.mark.parametrize("loss, one_hot", BASELINE_LOSSES, ids=["string", "instance", "focal"])
 def test_baseline_losses_train_on_logits(digits, loss, one_hot):
     x, y = digits
     labels = np.eye(10, dtype="float32")[y] if one_hot else y
-    model = ks.with_features(small_classifier())
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss, metrics=["accuracy"])
+    model = baseline_classifier(loss)
     before = model.evaluate(x[:256], labels[:256], verbose=0, return_dict=True)
     logits = model.predict(x[:256], verbose=0)["logits"]
     if not one_hot:  # the loss saw softmax(logits), not raw logits as probabilities
@@ -87,8 +114,8 @@ def test_baseline_losses_train_on_logits(digits, loss, one_hot):
     # Metrics see the logits: accuracy is argmax agreement.
     assert before["accuracy"] == pytest.approx((logits.argmax(1) == y[:256]).mean())
     assert "bias_weight" not in before
-    history = model.fit(x[:1400], labels[:1400], batch_size=32, epochs=4, verbose=0)
-    assert history.history["loss"][-1] < 0.6 * history.history["loss"][0]
+    history = fit_baseline_on_digits(model, x, labels)
+    assert history.history["loss"][-1] < MAX_BASELINE_LOSS_RATIO * history.history["loss"][0]
 
 
 def test_sample_and_class_weights_reach_bias_loss(digits):

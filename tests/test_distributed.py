@@ -8,6 +8,10 @@ import sys
 import numpy as np
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "distributed_bias_weights.py")
+# |fit_min / post-step minimum - 1| after one SGD step: seeds 0-4 x oneDNN 0/1 x
+# default/1 thread: 0.002-0.007 (n=20; up to 0.012 in 6 unseeded runs). The minimum
+# of the replica holding the wide half (scales 1-3 against 0.1-0.5) would be ~100x off.
+FIT_MIN_RTOL = 0.2
 
 
 def test_mirrored_weights_equal_single_device_weights():
@@ -23,4 +27,4 @@ def test_mirrored_weights_equal_single_device_weights():
     # After one SGD step the features moved slightly; the running minimum is the
     # global-batch minimum seen during the step, close to the post-step one.
     assert np.isfinite(out["fit_min"]) and out["fit_min"] > 0
-    np.testing.assert_allclose(out["fit_min"], out["fit_expected_min_upper"], rtol=0.2)
+    np.testing.assert_allclose(out["fit_min"], out["fit_expected_min_upper"], rtol=FIT_MIN_RTOL)

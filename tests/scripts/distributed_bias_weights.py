@@ -2,10 +2,12 @@
 MirroredStrategy must equal those of one device seeing the global batch.
 
 Prints one JSON line; tests/test_distributed.py checks it. A separate process
-because logical devices must be configured before TensorFlow starts."""
+because logical devices must be configured before TensorFlow starts. The
+optional argument is the seed (tools/measure_thresholds.py varies it)."""
 
 import json
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
@@ -18,6 +20,7 @@ tf.config.set_logical_device_configuration(
 import keras  # noqa: E402
 import keras_skipblock as ks  # noqa: E402
 
+keras.utils.set_random_seed(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
 rng = np.random.default_rng(0)
 # The two halves have very different spreads: per-replica min/max would differ.
 scales = np.concatenate([np.linspace(0.1, 0.5, 4), np.linspace(1.0, 3.0, 4)])
