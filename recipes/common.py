@@ -27,6 +27,13 @@ def define_flags(**defaults):
     if unknown:
         raise ValueError(f"unknown recipe defaults {sorted(unknown)}")
     d.update(defaults)
+    flags.DEFINE_bool("verbose", False, "Also show TensorFlow's and absl's INFO logs.")
+    try:
+        FLAGS(sys.argv, known_only=True)  # --verbose is needed before TensorFlow is imported
+        if FLAGS.verbose:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    except flags.Error:
+        pass  # app.run reports it
     from keras_skipblock.data import DATASETS
     from keras_skipblock.training import LOSSES, STRATEGIES
     from keras_skipblock.training.driver import SCHEDULES
@@ -81,7 +88,7 @@ def define_flags(**defaults):
 def config_from_flags(recipe_name):
     from keras_skipblock.training import TrainConfig
 
-    names = {field for field in TrainConfig.__dataclass_fields__}
+    names = {field for field in TrainConfig.__dataclass_fields__} - {"verbose"}  # logs, not progress
     values = {name: FLAGS[name].value for name in FLAGS if name in names}
     values["milestones"] = [float(m) for m in values["milestones"]]
     if not values.get("model_dir"):
@@ -96,9 +103,11 @@ def run(recipe_name, check=None):
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
         from keras_skipblock.data import DatasetNotFoundError
+        from keras_skipblock.logging_utils import configure_logging
         from keras_skipblock.models import CheckpointError
         from keras_skipblock.training import train
 
+        configure_logging(FLAGS.verbose)
         config = config_from_flags(recipe_name)
         if check is not None:
             check(config)

@@ -49,10 +49,21 @@ flags.DEFINE_enum("io_type", "float32", ["float32", "int8"], "int8: input/output
 flags.DEFINE_bool("recalibrate_bn", False,
                   "Set BN statistics from calibration images first (untrained --model only: "
                   "gives realistic int8 ranges for latency work; never on a trained model).")
+flags.DEFINE_bool("verbose", False, "Also show TensorFlow's, the converter's and LiteRT's INFO logs.")
 
 
 def main(argv):
     del argv
+    if FLAGS.verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # before TensorFlow is imported
+    from keras_skipblock.logging_utils import configure_logging, native_info_filtered
+
+    configure_logging(FLAGS.verbose)
+    with native_info_filtered():  # the converter's and LiteRT's INFO lines
+        return convert()
+
+
+def convert():
     from keras_skipblock.litert import LiteRTError, VerificationError
     from keras_skipblock.litert.conversion import load_keras_model
     from keras_skipblock.litert.pipeline import convert_file

@@ -245,6 +245,7 @@ def train(config):
         steps_per_epoch=steps_per_epoch if repeat else None,
         validation_data=validation,
         validation_steps=config.eval_steps,
+        shuffle=False,  # the tf.data pipeline shuffles; Keras warns on shuffle=True
         callbacks=callbacks,
         verbose=config.verbose,
     )
