@@ -247,3 +247,40 @@ def test_two_workers_train_resume_and_agree(tmp_path):
         assert str(evaluated["source"]) == "best epoch"
         for i, weight in enumerate(best.get_weights()):
             np.testing.assert_array_equal(evaluated[f"model/{i}"], weight, err_msg=f"{worker} {i}")
+
+
+def test_ema_swap_is_exact_and_compiled_under_a_strategy(digits):
+    """SwapEMAWeights (validation, best.keras and the final evaluation use it)
+    swaps raw and EMA weights bit for bit, with or without a strategy."""
+    import keras
+    import tensorflow as tf
+
+    from keras_skipblock import BiasLoss, with_features
+    from keras_skipblock.training import build_optimizer
+    from keras_skipblock.training.callbacks import SwapEMAWeights
+
+    x, y = digits
+    for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0"])):
+        with strategy.scope():
+            inputs = keras.Input((8, 8, 1))
+            features = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+            logits = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(features))
+            model = with_features(keras.Model(inputs, logits))
+            model.compile(optimizer=build_optimizer("sgd", 0.5, ema_decay=0.9),
+                          loss=BiasLoss(normalization="global"))
+        for start in range(0, 64, 16):  # not fit: it ends by copying the EMA into the weights
+            model.train_on_batch(x[start:start + 16], y[start:start + 16])
+        optimizer = model.optimizer
+        raw = [v.numpy() for v in model.trainable_variables]
+        ema = [v.numpy() for v in optimizer._model_variables_moving_average]
+        assert any(not np.array_equal(a, b) for a, b in zip(raw, ema))
+        swapper = SwapEMAWeights()
+        swapper.set_model(model)
+        swapper._swap_variables()
+        for variable, expected in zip(model.trainable_variables, ema):
+            np.testing.assert_array_equal(variable.numpy(), expected)
+        for average, expected in zip(optimizer._model_variables_moving_average, raw):
+            np.testing.assert_array_equal(average.numpy(), expected)
+        swapper._swap_variables()
+        for variable, expected in zip(model.trainable_variables, raw):
+            np.testing.assert_array_equal(variable.numpy(), expected)
