@@ -17,6 +17,16 @@ from keras_skipblock import litert
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 16
 
+# Thresholds on the trained model, with their measured spread (re-measure with
+# tools/measure_thresholds.py --only=tflite after changing the model or its training).
+# Runs: seeds 0-4 x oneDNN 0/1 x default/1 thread, and seeds 5-9 x oneDNN 0/1 (n=30).
+# Keras top-1 on the 397 test digits: 0.927-0.950; chance 0.10.
+MIN_TEST_TOP1 = 0.85
+# int8 vs float Keras top-1 agreement: 0.967-0.995.
+MIN_INT8_AGREEMENT = 0.9
+# Keras top-1 minus int8 top-1: -0.008 to +0.020 (one digit is 0.0025).
+MAX_INT8_TOP1_DROP = 0.05
+
 
 def _images(x):
     """conftest digits (n, 8, 8, 1) in [0, 1] -> (n, 16, 16, 1) in [-1, 1]."""
@@ -25,13 +35,17 @@ def _images(x):
     return (tf.image.resize(x, (SIZE, SIZE)).numpy() * 2.0 - 1.0).astype("float32")
 
 
-@pytest.fixture(scope="module")
-def data(digits):
-    x, y = digits
+def split_digits(x, y):
+    """(x_train, y_train, x_test, y_test): 1,400 / 397 digits at 16x16 in [-1, 1]."""
     x = _images(x)
     order = np.random.RandomState(0).permutation(len(x))
     train, test = order[:1400], order[1400:]
     return x[train], y[train], x[test], y[test]
+
+
+@pytest.fixture(scope="module")
+def data(digits):
+    return split_digits(*digits)
 
 
 def _tiny_model():
@@ -66,17 +80,27 @@ def _tiny_model():
     return with_features(keras.Model(inputs, logits, name="tiny"))
 
 
-@pytest.fixture(scope="module")
-def trained(data):
+def train_tiny_model(x_train, y_train, seed=0):
     import keras
 
-    keras.utils.set_random_seed(0)
-    x_train, y_train, _, _ = data
+    keras.utils.set_random_seed(seed)
     model = _tiny_model()
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=False,
+    # The rate decays to zero: at a constant 1e-2 the weights still jumped at the
+    # last step, the BN moving statistics (an average over the last ~10 steps)
+    # no longer described them, and inference top-1 ranged 0.44-0.94 over seeds
+    # and oneDNN settings although every run ended at a training loss of 0.17-0.21.
+    # 20 epochs, not 12: with the decay, 12 left some seeds under-fit (0.87).
+    epochs, steps = 20, -(-len(x_train) // 64)
+    learning_rate = keras.optimizers.schedules.CosineDecay(1e-2, epochs * steps)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=False,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x_train, y_train, batch_size=64, epochs=12, verbose=0)
+    model.fit(x_train, y_train, batch_size=64, epochs=epochs, verbose=0)
     return model
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    return train_tiny_model(data[0], data[1])
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +111,7 @@ def int8_model(trained, data):
 def test_trained_model_is_trained(trained, data):
     # Agreement of an untrained model's near-tied logits would measure nothing.
     accuracy = litert.keras_accuracy(trained, data[2], data[3]).top1
-    assert accuracy > 0.85
+    assert accuracy > MIN_TEST_TOP1
 
 
 @pytest.mark.parametrize("quantize", ["none", "float16", "dynamic", "int8"])
@@ -106,6 +130,7 @@ def test_each_mode_converts_to_a_batch1_logits_only_model(trained, data, int8_mo
 def test_float32_parity_on_real_digits(trained, data):
     flatbuffer = litert.convert(trained, "none")
     result = litert.verify(trained, flatbuffer, data[2], "none")
+    # The n=30 runs of MIN_TEST_TOP1: 1.2e-5 to 3.9e-5.
     assert result.passed and result.max_abs_diff <= 1e-4
 
 
@@ -125,11 +150,11 @@ def test_float32_parity_mobilenet_v3_small(data):
 
 
 def test_int8_agrees_with_keras_on_real_digits(trained, data, int8_model):
-    result = litert.verify(trained, int8_model, data[2], "int8", min_agreement=0.9)
-    assert result.passed and result.top1_agreement >= 0.9
+    result = litert.verify(trained, int8_model, data[2], "int8", min_agreement=MIN_INT8_AGREEMENT)
+    assert result.passed and result.top1_agreement >= MIN_INT8_AGREEMENT
     keras_acc = litert.keras_accuracy(trained, data[2], data[3]).top1
     lite_acc = litert.tflite_accuracy(int8_model, data[2], data[3]).top1
-    assert lite_acc >= keras_acc - 0.05
+    assert lite_acc >= keras_acc - MAX_INT8_TOP1_DROP
 
 
 def test_int8_runs_entirely_in_xnnpack(int8_model):
