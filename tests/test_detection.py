@@ -285,20 +285,38 @@ def test_bad_boxes_and_empty_image_lists(tmp_path):
 # -- training -----------------------------------------------------------------------------------
 
 
+def _tiny_backbone():
+    """A 64x64 MobileNet-like backbone of a few layers (tracing a whole
+    SkipblockNet detector's train step takes longer than the steps): the
+    detector splits it at the input of its last stride-2 depthwise conv."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((SMALL, SMALL, 3))
+    x = inputs
+    for filters in (16, 24, 32, 48):
+        x = layers.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False)(
+            layers.Conv2D(filters, 1, use_bias=False)(x))
+        x = layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
+    x = layers.ReLU()(layers.BatchNormalization(momentum=0.9)(layers.Conv2D(96, 1, use_bias=False)(x)))
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False)(x)  # the stride-32 block
+    x = layers.ReLU()(layers.BatchNormalization(momentum=0.9)(layers.Conv2D(128, 1, use_bias=False)(x)))
+    return keras.Model(inputs, x, name="tiny")
+
+
 @pytest.fixture(scope="module")
 def trained():
-    """A tiny SSD trained a few epochs on 48 real scenes (Bias Loss branch),
-    with its loss history."""
+    """A tiny SSD trained 8 epochs x 3 steps on 48 real scenes with the Bias
+    Loss branch, and its loss history."""
     import keras
 
     keras.utils.set_random_seed(0)
     scenes = data_lib.fashion_mnist_scenes("train", 48, canvas_size=SMALL)
-    model = detection.build_detector("skipblocknet_xs", 10, (SMALL, SMALL, 3), "ssd", bn_momentum=0.9)
+    model = detection.build_detector(_tiny_backbone(), 10, (SMALL, SMALL, 3), "ssd", bn_momentum=0.9)
     anchors = detection.generate_anchors((SMALL, SMALL), detection.feature_sizes(model))
     train = data_lib.training_dataset(data_lib.examples_dataset(scenes), anchors, SMALL, 16, augment=False)
-    # Eager: tracing the SSD train step costs more than these 24 steps.
     model.compile(optimizer=keras.optimizers.SGD(0.02, momentum=0.9),
-                  loss=detection.MultiboxLoss("bias", detection.level_anchor_counts()), run_eagerly=True)
+                  loss=detection.MultiboxLoss("bias", detection.level_anchor_counts()), jit_compile=False)
     history = model.fit(train, epochs=8, verbose=0)
     return model, anchors, scenes, history.history
 
@@ -306,9 +324,9 @@ def trained():
 def test_a_few_train_steps_lower_the_loss(trained):
     _, _, _, history = trained
     loss = history["loss"]
-    # 8 epochs x 3 steps. Seeds 0-2 (TF_ENABLE_ONEDNN_OPTS=0/1): last/first loss
-    # ratio measured 0.31-0.42; 0.7 leaves a wide margin.
-    assert loss[-1] < 0.7 * loss[0], loss
+    # 8 epochs x 3 steps. Last/first loss ratio measured 0.214-0.227 over seeds
+    # 0-2 (scenes and weights), the same with TF_ENABLE_ONEDNN_OPTS=0; 0.5 leaves a wide margin.
+    assert loss[-1] < 0.5 * loss[0], loss
     assert np.all(np.isfinite(loss))
     assert 0.5 <= history["bias_weight"][-1] <= 1.5  # clamped Bias Loss weights were applied
 
