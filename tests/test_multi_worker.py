@@ -153,8 +153,8 @@ def check_bias_loss_steps(record_dir, first_step, variance_min_before_first):
         # Same tolerance as the mirrored test (tests/test_distributed.py).
         np.testing.assert_allclose(distributed, one_process.weights.numpy(), rtol=1e-6)
         by_hand, low = numpy_bias_weights(features, running_min)
-        # float32 in the step vs float64 here: measured |diff| <= 3e-7 over these steps.
-        np.testing.assert_allclose(distributed, by_hand, rtol=1e-5, atol=1e-6)
+        # float32 in the step vs float64 here: relative diff <= 1.9e-7 measured (3 runs, 18 steps).
+        np.testing.assert_allclose(distributed, by_hand, rtol=2e-6)
         for shard in shards:  # both workers keep the same, global, running minimum
             np.testing.assert_allclose(shard["variance_min_after"], low, rtol=1e-6)
         assert shards[0]["variance_min_after"] == shards[1]["variance_min_after"]
