@@ -85,7 +85,8 @@ class EMAModelCheckpoint(keras.callbacks.ModelCheckpoint):
                 self.best_weights = self.model.get_weights()
                 if self.write:
                     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-                    self.model.save(path, overwrite=True)
+                    save = self.model.save_weights if self.save_weights_only else self.model.save
+                    save(path, overwrite=True)
         finally:
             if swap:
                 self._swapper._swap_variables()
