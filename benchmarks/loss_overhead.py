@@ -71,7 +71,7 @@ def main(_):
     medians = {name: float(np.median(r)) for name, r in rates.items()}
     print(f"\n{FLAGS.model} at {FLAGS.image_size}x{FLAGS.image_size}, batch {FLAGS.batch_size}, "
           f"{FLAGS.rounds} alternating rounds of {FLAGS.steps} steps, {os.cpu_count()} CPU cores")
-    print(f"| loss | median images/s | min | max |\n|---|---|---|---|")
+    print("| loss | median images/s | min | max |\n|---|---|---|---|")
     for name, r in rates.items():
         print(f"| {name} | {medians[name]:.2f} | {min(r):.2f} | {max(r):.2f} |")
     # Rounds run back to back, so each pair saw nearly the same machine load:

@@ -38,7 +38,7 @@ flags.DEFINE_enum("dataset", "voc", ["voc", "voc_folder", "fashion_mnist_scenes"
                   "voc: TFDS voc/2007 + voc/2012; voc_folder: a VOCdevkit folder; fashion_mnist_scenes: offline.")
 flags.DEFINE_string("data_dir", None, "TFDS data dir (voc) or VOCdevkit folder (voc_folder) or "
                     "Fashion-MNIST IDX folder (scenes; default: the usual places).")
-flags.DEFINE_integer("image_size", None, "Input side (voc: 300, scenes: 160).")
+flags.DEFINE_integer("image_size", None, "Input side (voc: 300, scenes: 128).")
 flags.DEFINE_integer("train_images", None, "Training images (scenes: how many to generate; VOC: a cap).")
 flags.DEFINE_integer("validation_size", None, "Validation images (scenes; VOC validates on 2007 test).")
 flags.DEFINE_integer("test_images", None, "Test images (scenes: how many; VOC: a cap).")

@@ -196,19 +196,28 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
         np.testing.assert_allclose(after[key].numpy(), before[key].numpy(), rtol=0, atol=1e-6)
 
 
-def test_short_fit_with_bias_loss_reduces_the_loss(digits):
-    x, y = digits
-    # Real digits, upsampled 8x8 -> 32x32 and scaled to [-1, 1] (project convention).
+# Last epoch's loss over the first's; tools/measure_thresholds.py --only=skipblocknet
+# measures it over seeds x oneDNN x threads. A model that does not learn stays near 1.
+MAX_SHORT_FIT_LOSS_RATIO = 0.85
+
+
+def short_bias_loss_fit(x, y):
+    """SkipblockNet-M (width 0.35) with BiasLoss, 2 epochs on 256 real digits."""
+    # Upsampled 8x8 -> 32x32 and scaled to [-1, 1] (project convention).
     x = np.repeat(np.repeat(x[:256], 4, axis=1), 4, axis=2) * 2.0 - 1.0
     model = SkipblockNetM(input_shape=(32, 32, 1), num_classes=10, width=0.35, bn_momentum=0.9, dropout=0.0)
     # Eager: tracing the train step of a 300-layer graph costs more than the
     # eight steps it would speed up.
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=ks.BiasLoss(normalization="global"),
                   metrics=["accuracy"], run_eagerly=True)
-    history = model.fit(x, y[:256], batch_size=64, epochs=2, verbose=0)
+    return model, model.fit(x, y[:256], batch_size=64, epochs=2, verbose=0)
+
+
+def test_short_fit_with_bias_loss_reduces_the_loss(digits):
+    model, history = short_bias_loss_fit(*digits)
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses))
-    assert losses[-1] < 0.85 * losses[0]
+    assert losses[-1] < MAX_SHORT_FIT_LOSS_RATIO * losses[0]
     assert 0.5 <= history.history["bias_weight"][-1] <= 1.5  # the clamp (SPEC §1)
     assert np.isfinite(float(model.bias_loss_variance_min.numpy()))  # running minimum kept
 

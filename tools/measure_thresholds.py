@@ -26,7 +26,8 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
 
-flags.DEFINE_list("only", ["tflite", "bias_loss_model", "distributed"], "Which measurements.")
+flags.DEFINE_list("only", ["tflite", "bias_loss_model", "distributed", "skipblocknet"],
+                  "Which measurements.")
 flags.DEFINE_string("seeds", "0-4", "Seeds: 'a-b' or a comma list.")
 flags.DEFINE_list("onednn", ["0", "1"], "TF_ENABLE_ONEDNN_OPTS values.")
 flags.DEFINE_list("threads", ["default", "1"], "Intra/inter-op thread counts ('default': TF's).")
@@ -95,8 +96,19 @@ def _distributed(seed):
     return {"fit_min_relative_error": (abs(ratio - 1), "<=", t.FIT_MIN_RTOL)}
 
 
+def _skipblocknet(seed):
+    import keras
+
+    import test_skipblocknet as t
+    from conftest import load_digits
+
+    keras.utils.set_random_seed(seed)
+    losses = t.short_bias_loss_fit(*load_digits())[1].history["loss"]
+    return {"short_fit_loss_ratio": (losses[-1] / losses[0], "<", t.MAX_SHORT_FIT_LOSS_RATIO)}
+
+
 MEASUREMENTS = {"tflite": _tflite, "bias_loss_model": _bias_loss_model,
-                "distributed": _distributed}
+                "distributed": _distributed, "skipblocknet": _skipblocknet}
 
 
 def _seeds(spec):

@@ -9,7 +9,6 @@ VOC evaluation on the test split.
 """
 
 import dataclasses
-import json
 import os
 import time
 from typing import Optional
@@ -25,7 +24,7 @@ from keras_skipblock.detection.model import build_detector, feature_sizes, level
 from keras_skipblock.detection.postprocess import detect
 from keras_skipblock.training import callbacks as callbacks_lib
 from keras_skipblock.training import optimizers
-from keras_skipblock.training.driver import build_schedule
+from keras_skipblock.training.driver import build_schedule, epochs_completed, write_json
 
 
 @dataclasses.dataclass
@@ -85,7 +84,7 @@ class ValidationMAP(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         swapper = None
         if callbacks_lib.has_ema(self.model) and self.model.optimizer.built:
-            swapper = keras.callbacks.SwapEMAWeights()
+            swapper = callbacks_lib.SwapEMAWeights()  # exact, compiled swap
             swapper.set_model(self.model)
             swapper._swap_variables()
         try:
@@ -139,7 +138,7 @@ def train_detector(config):
                                              ema_decay=config.ema_decay, momentum=config.momentum),
         loss=MultiboxLoss(config.loss, level_anchor_counts(), alpha=config.alpha, beta=config.beta),
         jit_compile=False, run_eagerly=config.run_eagerly)
-    _write_json(os.path.join(config.model_dir, "config.json"), dataclasses.asdict(config))
+    write_json(os.path.join(config.model_dir, "config.json"), dataclasses.asdict(config))
     from keras_skipblock import count_flops
 
     params = int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
@@ -155,21 +154,17 @@ def train_detector(config):
     checkpoint = next(i for i, c in enumerate(callbacks) if isinstance(c, callbacks_lib.EMAModelCheckpoint))
     callbacks.insert(checkpoint, ValidationMAP(validation_images, data.validation_truth, anchors))
     history = model.fit(train, epochs=config.epochs, steps_per_epoch=steps_per_epoch if repeat else None,
-                        validation_data=validation, callbacks=callbacks, verbose=config.verbose)
+                        validation_data=validation, callbacks=callbacks, verbose=config.verbose,
+                        shuffle=False)  # the tf.data pipeline shuffles; Keras warns on shuffle=True
 
     best_path = os.path.join(config.model_dir, callbacks_lib.BEST_MODEL)
-    if os.path.exists(best_path):
-        model.load_weights(best_path)
-    elif callbacks_lib.has_ema(model) and model.optimizer.built:
-        swapper = keras.callbacks.SwapEMAWeights()
-        swapper.set_model(model)
-        swapper._swap_variables()
+    callbacks_lib.restore_best_weights(model, callbacks, best_path)  # EMA weights of the best epoch
     result = evaluate_map(model, data_lib.images_dataset(data.test, size, config.batch_size),
                           data.test_truth, anchors)
     table = format_ap_table(result)
     with open(os.path.join(config.model_dir, "test_ap.md"), "w") as f:
         f.write(table + "\n")
-    epochs_done = history.epoch[-1] + 1 if history.epoch else _epochs_in_csv(config.model_dir)
+    epochs_done = epochs_completed(history, config.model_dir)
     summary = {
         "model": config.model, "head": config.head, "loss": config.loss, "dataset": data.name,
         "image_size": size, "params": params, "macs": macs,
@@ -179,7 +174,7 @@ def train_detector(config):
         "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "wall_time_s": round(time.time() - start, 1), "best_model": best_path,
     }
-    _write_json(os.path.join(config.model_dir, "summary.json"), summary)
+    write_json(os.path.join(config.model_dir, "summary.json"), summary)
     if config.verbose:
         print(table)
     print(f"SUMMARY {data.name} {config.model}+{config.head} loss={config.loss}: test mAP@0.5 "
@@ -188,16 +183,3 @@ def train_detector(config):
           f"epochs {summary['epochs']}, wall time {summary['wall_time_s']:.0f} s (this process), "
           f"model {best_path}", flush=True)
     return summary
-
-
-def _epochs_in_csv(model_dir):
-    path = os.path.join(model_dir, callbacks_lib.HISTORY_CSV)
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return max(sum(1 for _ in f) - 1, 0)
-
-
-def _write_json(path, value):
-    with open(path, "w") as f:
-        json.dump(value, f, indent=2, default=str)

@@ -100,7 +100,7 @@ def files_table(raw):
     (median and p5) to the first file."""
     keys = list(raw)
     first = raw[keys[0]]
-    lines = [f"| file | median ms | p5 ms | p95 ms | × first (median) | × first (p5) |",
+    lines = ["| file | median ms | p5 ms | p95 ms | × first (median) | × first (p5) |",
              "|---|---|---|---|---|---|"]
     for key in keys:
         rounds = raw[key]

@@ -229,7 +229,7 @@ def train(config):
             run_eagerly=config.run_eagerly,
         )
     if chief:  # the other workers write only their backup, under worker_<i>/
-        _write_json(os.path.join(model_dir, "config.json"), dataclasses.asdict(config))
+        write_json(os.path.join(model_dir, "config.json"), dataclasses.asdict(config))
     if config.verbose:
         print(f"{config.model} ({model.count_params():,} parameters) on {data.name}: "
               f"{data.train_size} training images, {data.num_classes} classes, "
@@ -255,7 +255,7 @@ def train(config):
     best_path = os.path.join(config.model_dir, callbacks_lib.BEST_MODEL)
     callbacks_lib.restore_best_weights(model, callbacks, best_path)  # EMA weights of the best epoch
     results = model.evaluate(data.test, steps=config.eval_steps, verbose=0, return_dict=True)
-    epochs_done = history.epoch[-1] + 1 if history.epoch else _epochs_in_csv(model_dir)
+    epochs_done = epochs_completed(history, model_dir)
     summary = {
         "model": config.model, "loss": config.loss, "dataset": data.name,
         "test_top1": float(results["accuracy"]), "test_top5": float(results["top5"]),
@@ -265,7 +265,7 @@ def train(config):
         "bias_loss_variance_min": variance_min,
     }
     if chief:
-        _write_json(os.path.join(model_dir, "summary.json"), summary)
+        write_json(os.path.join(model_dir, "summary.json"), summary)
     print(f"SUMMARY {data.name} {config.model} loss={config.loss}: test top-1 "
           f"{summary['test_top1']:.4f}, top-5 {summary['test_top5']:.4f}, "
           f"epochs {summary['epochs']}, wall time {summary['wall_time_s']:.0f} s "
@@ -273,7 +273,11 @@ def train(config):
     return summary
 
 
-def _epochs_in_csv(model_dir):
+def epochs_completed(history, model_dir):
+    """Epochs trained in all: this fit's last epoch, or, when a finished run
+    is started again and fit trains nothing, the rows of the history CSV."""
+    if history.epoch:
+        return history.epoch[-1] + 1
     path = os.path.join(model_dir, callbacks_lib.HISTORY_CSV)
     if not os.path.exists(path):
         return 0
@@ -281,6 +285,6 @@ def _epochs_in_csv(model_dir):
         return max(sum(1 for _ in f) - 1, 0)
 
 
-def _write_json(path, value):
+def write_json(path, value):
     with open(path, "w") as f:
         json.dump(value, f, indent=2, default=str)
