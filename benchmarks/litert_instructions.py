@@ -4,8 +4,10 @@ does not move with the load of a shared machine (timings here varied by
 
 Each .tflite is run under `valgrind --tool=callgrind` twice, with 1 and with
 5 `invoke()` calls after the same start-up; the difference / 4 is one
-inference. Printed per file: instructions per inference, those inside
-XNNPACK's kernels (`xnn_*`), the ratio to the first file, and whether an
+inference. Printed per file: instructions per inference in the LiteRT
+runtime (the interpreter and XNNPACK; Python's own work between calls is
+left out: numpy's idle BLAS threads spin a time-dependent amount), those in
+XNNPACK (`xnn_*`), the ratios to the first file, and whether an
 XNNPACK PAD operator ran (a zero PAD that XNNPACK folds into the next
 convolution is defined but never created or run).
 
@@ -65,7 +67,8 @@ def count(path, workdir):
         runs.append(subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outputs[calls]}",
              sys.executable, script, path, str(calls)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, OPENBLAS_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3")))
     for run in runs:
         _, errors = run.communicate()
         if run.returncode:
@@ -87,14 +90,14 @@ def main(argv):
     with tempfile.TemporaryDirectory() as workdir:
         for path in paths:
             functions = count(os.path.abspath(path), workdir)
-            total = sum(functions.values())
+            total = sum(v for name, v in functions.items() if "ai_edge_litert" in name)
             xnnpack = sum(v for name, v in functions.items() if "xnn_" in name)
             pad_ran = any(PAD_OPERATOR.search(name) and v > 0 for name, v in functions.items())
             rows.append((os.path.basename(path), total, xnnpack, pad_ran))
-            print(f"{path}: {total:,.0f} instructions per inference", file=sys.stderr, flush=True)
+            print(f"{path}: {total:,.0f} LiteRT instructions per inference", file=sys.stderr, flush=True)
     first_total, first_xnnpack = rows[0][1], rows[0][2]
-    print("| file | instructions / inference | in XNNPACK kernels | × first (all) | × first (XNNPACK) "
-          "| XNNPACK PAD operator ran |")
+    print("| file | LiteRT instructions / inference | of which XNNPACK | × first (LiteRT) | "
+          "× first (XNNPACK) | XNNPACK PAD operator ran |")
     print("|---|---|---|---|---|---|")
     for name, total, xnnpack, pad_ran in rows:
         print(f"| {name} | {total:,.0f} | {xnnpack:,.0f} | {total / first_total:.4f} | "
