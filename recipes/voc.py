@@ -2,7 +2,7 @@
 
     python recipes/voc.py --data_dir=<VOCdevkit> --dataset=voc_folder     # VOC 07+12 trainval, 07 test
     python recipes/voc.py --data_dir=<TFDS dir> --dataset=voc             # the same through TFDS
-    python recipes/voc.py --dataset=fashion_mnist_scenes                  # offline, ~15 min on 2 cores
+    python recipes/voc.py --dataset=fashion_mnist_scenes                  # offline, ~18 min on 2 idle cores
     python recipes/voc.py --dataset=fashion_mnist_scenes --model=mobilenet_v2
 
 VOC defaults are the paper's set-up: 300x300, SGD 0.01 with cosine
