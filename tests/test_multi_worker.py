@@ -8,7 +8,9 @@ and is SIGKILLed; the chief, stuck in the next step's all-reduce, is
 SIGKILLed too. Worker 1's step-2 backup is then rolled back to its step-1
 one: the kill landed between the chief's and worker 1's backup of step 2,
 the race that leaves the chief one backup ahead. Run B: both workers
-started again with the same command. tests/scripts/multi_worker_train.py
+started again with the same command; mid-run, worker 1 is stopped
+(SIGSTOP) for longer than TF's default 10 s heartbeat timeout, a stall
+that once aborted a CI run, and must not now. tests/scripts/multi_worker_train.py
 records what each step fed BiasLoss and the training state after each
 step, after the restore and at the final evaluation.
 """
@@ -31,6 +33,10 @@ WORKERS = 2
 STEPS = 4  # steps per epoch, one epoch; global batch 16 = 8 per worker
 PAUSE_AFTER_STEP = 2
 RUN_LIMIT_S = 300  # per run of the two workers; about 40 s each on 2 idle cores
+# Longer than TF's default heartbeat timeout (10 s, missed beats counted from the
+# last one, which may predate the stop): a run aborted by it with the default
+# (measured), and well inside the package's HEARTBEAT_TIMEOUT_S (60 s).
+STALL_S = 12
 CONFIG = dict(
     dataset="digits", model="skipblocknet_xs", width=0.25, image_size=32, augment=False,
     batch_size=16, epochs=1, steps_per_epoch=STEPS, eval_steps=1, backup_steps=1,
@@ -78,6 +84,12 @@ class Cluster:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+    def stall(self, index, seconds):
+        """Stop worker `index` (SIGSTOP) for `seconds`: a paused or starved machine."""
+        os.killpg(self.processes[index].pid, signal.SIGSTOP)
+        time.sleep(seconds)
+        os.killpg(self.processes[index].pid, signal.SIGCONT)
 
     def kill_all(self):
         for index in range(WORKERS):
@@ -198,9 +210,13 @@ def test_two_workers_train_resume_and_agree(tmp_path):
     for name in ("latest.weights.h5", "training_metadata.json"):
         shutil.copyfile(os.path.join(backups[1], name + ".bkp"), os.path.join(backups[1], name))
 
-    # Run B: both workers started again with the same command.
+    # Run B: both workers started again with the same command; worker 1 stalls
+    # mid-run, in its second step, while the chief waits for it.
     run_b = Cluster(record_b, model_dir, str(tmp_path))
     try:
+        run_b.wait_until(lambda: os.path.exists(os.path.join(record_b, "worker1_step2.npz")),
+                         "run B reaching step 2")
+        run_b.stall(1, STALL_S)
         run_b.wait_until(lambda: all(p.poll() == 0 for p in run_b.processes), "run B")
     finally:
         run_b.kill_all()

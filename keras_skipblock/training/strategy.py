@@ -1,8 +1,16 @@
 """tf.distribute strategies by name: default | mirrored | multi_worker | tpu."""
 
 import tensorflow as tf
+from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+from tensorflow.python.eager import context
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
+# TF's coordination service declares a worker dead after 10 s without a
+# heartbeat, and then aborts every worker: one stall that long (a loaded or
+# paused machine) ended a CI run. A crashed worker is still detected at once,
+# by its peers' refused connections (4 s measured); this bounds only a hang.
+HEARTBEAT_TIMEOUT_S = 60
 
 
 def get_strategy(name="default", tpu_address=None):
@@ -22,6 +30,7 @@ def get_strategy(name="default", tpu_address=None):
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi_worker":
+        configure_heartbeat_timeout(HEARTBEAT_TIMEOUT_S)
         return MultiWorkerMirroredStrategy()
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "")
@@ -50,6 +59,25 @@ class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
             return reduce_one(reduce_op, part, None if scalar else axis)
 
         return tf.nest.map_structure(reduce_part, value)
+
+
+def configure_heartbeat_timeout(seconds):
+    """Set the heartbeat timeout of the coordination service of the cluster in
+    TF_CONFIG, as TF's MultiWorkerMirroredStrategy would configure it (same
+    leader and jobs) but for the timeout, for which it has no argument.
+    Call before the strategy is made; does nothing with fewer than 2 workers
+    or when the service is already configured."""
+    cluster = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec().as_dict()
+    jobs = [(job, len(cluster[job])) for job in ("chief", "worker") if job in cluster]
+    if sum(count for _, count in jobs) < 2 or context.context().coordination_service is not None:
+        return
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=f"/job:{jobs[0][0]}/replica:0/task:0",  # the chief, else worker 0
+        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=job, num_tasks=count)
+                          for job, count in jobs],
+        heartbeat_timeout_in_ms=int(seconds * 1000),
+    )
 
 
 def is_chief(strategy):
