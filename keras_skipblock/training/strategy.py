@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+from tensorflow.python.distribute import multi_worker_util
 from tensorflow.python.eager import context
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -63,21 +64,26 @@ class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
 
 def configure_heartbeat_timeout(seconds):
     """Set the heartbeat timeout of the coordination service of the cluster in
-    TF_CONFIG, as TF's MultiWorkerMirroredStrategy would configure it (same
+    TF_CONFIG, configured as TF's MultiWorkerMirroredStrategy does (same
     leader and jobs) but for the timeout, for which it has no argument.
     Call before the strategy is made; does nothing with fewer than 2 workers
     or when the service is already configured."""
-    cluster = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec().as_dict()
-    jobs = [(job, len(cluster[job])) for job in ("chief", "worker") if job in cluster]
-    if sum(count for _, count in jobs) < 2 or context.context().coordination_service is not None:
+    cluster = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+    if _worker_count(cluster.as_dict()) < 2 or context.context().coordination_service is not None:
         return
     context.context().configure_coordination_service(
         service_type="standalone",
-        service_leader=f"/job:{jobs[0][0]}/replica:0/task:0",  # the chief, else worker 0
-        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=job, num_tasks=count)
-                          for job, count in jobs],
+        service_leader=multi_worker_util.coordination_leader(cluster),
+        coordinated_jobs=[
+            coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster.num_tasks(job))
+            for job in ("chief", "worker") if job in cluster.jobs],
         heartbeat_timeout_in_ms=int(seconds * 1000),
     )
+
+
+def _worker_count(cluster):
+    """Training processes (chief and workers) in a cluster dict."""
+    return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
 
 
 def is_chief(strategy):
@@ -96,5 +102,4 @@ def is_multi_worker(strategy):
     """Whether `strategy` is a MultiWorkerMirroredStrategy over more than one worker process."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return False
-    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
-    return len(cluster.get("chief", [])) + len(cluster.get("worker", [])) > 1
+    return _worker_count(strategy.cluster_resolver.cluster_spec().as_dict()) > 1
