@@ -21,10 +21,14 @@ from keras import ops
 
 NORMALIZATIONS = ("batch", "global")
 
-# Below this range (in float32 variance units) the batch is treated as
-# degenerate: dividing by it would only amplify rounding noise.
+# A batch whose variances differ by no more than float32 rounding is degenerate:
+# dividing by that spread would only amplify rounding noise, which differs
+# between CPUs. Rounding of a variance over K <= 1e5 values is ~log2(K) u
+# relative (u = 2^-24); _RELATIVE_RANGE = 2^-16 is 2^8 u, far below the spread of
+# any real batch (percents).
 _MIN_RANGE = 1e-12
 
+_RELATIVE_RANGE = 2.0 ** -16
 BiasWeights = collections.namedtuple(
     "BiasWeights", ["weights", "clamped", "variance_min", "variances"]
 )
@@ -127,7 +131,7 @@ def bias_weights(
     else:
         low = batch_min
     spread = batch_max - batch_min
-    degenerate = spread <= _MIN_RANGE
+    degenerate = spread <= ops.maximum(_MIN_RANGE, _RELATIVE_RANGE * ops.abs(batch_max))
     scaled = ops.where(
         degenerate,
         ops.zeros_like(variances),

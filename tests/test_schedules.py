@@ -14,6 +14,7 @@ from keras_skipblock.training import (
     paper_schedule,
     scaled_learning_rate,
 )
+from tolerances import ELEMENTWISE_RTOL, REDUCTION_RTOL
 
 
 def paper_formula(step, peak, warmup, decay_steps, initial=1e-6, rate=0.97):
@@ -36,18 +37,18 @@ def test_paper_schedule_matches_formula(batch):
     warmup, decay = 3 * steps_per_epoch, 2.4 * steps_per_epoch
     for step in [0, 1, 150, 299, 300, 301, 539, 540, 541, 779, 780, 2000, 10_000]:
         expected = paper_formula(step, peak, warmup, decay)
-        assert float(schedule(step)) == pytest.approx(expected, rel=1e-5), step
-    assert float(schedule(0)) == pytest.approx(1e-6)
-    assert float(schedule(300)) == pytest.approx(peak)  # the peak is reached
+        assert float(schedule(step)) == pytest.approx(expected, rel=ELEMENTWISE_RTOL), step
+    assert float(schedule(0)) == pytest.approx(1e-6, rel=ELEMENTWISE_RTOL)
+    assert float(schedule(300)) == pytest.approx(peak, rel=ELEMENTWISE_RTOL)  # the peak is reached
     assert float(schedule(539)) == float(schedule(300))  # staircase
-    assert float(schedule(540)) == pytest.approx(peak * 0.97)
+    assert float(schedule(540)) == pytest.approx(peak * 0.97, rel=ELEMENTWISE_RTOL)
 
 
 def test_reference_variant_decays_from_step_zero():
     schedule = WarmupExponentialDecay(0.032, warmup_steps=300, decay_steps=240,
                                       decay_from_warmup_end=False)
-    assert float(schedule(300)) == pytest.approx(0.032 * 0.97 ** math.floor(300 / 240))
-    assert float(schedule(150)) == pytest.approx(1e-6 + (0.032 - 1e-6) * 0.5)
+    assert float(schedule(300)) == pytest.approx(0.032 * 0.97 ** math.floor(300 / 240), rel=ELEMENTWISE_RTOL)
+    assert float(schedule(150)) == pytest.approx(1e-6 + (0.032 - 1e-6) * 0.5, rel=ELEMENTWISE_RTOL)
 
 
 def test_schedule_serializes():
@@ -61,7 +62,7 @@ def test_schedule_serializes():
 def test_multistep_schedule_for_cifar():
     schedule = multistep_schedule(0.1, [60, 120, 160], steps_per_epoch=10, factor=0.2)
     for epoch, lr in [(0, 0.1), (59.9, 0.1), (60.1, 0.02), (125, 0.004), (199, 0.0008)]:
-        assert float(schedule(int(epoch * 10))) == pytest.approx(lr, rel=1e-5), epoch
+        assert float(schedule(int(epoch * 10))) == pytest.approx(lr, rel=ELEMENTWISE_RTOL), epoch
 
 
 def test_rmsprop_epsilon_inside_sqrt_and_momentum():
@@ -72,7 +73,7 @@ def test_rmsprop_epsilon_inside_sqrt_and_momentum():
     opt.apply_gradients([(keras.ops.convert_to_tensor(grad), var)])
     velocity = 0.1 * grad**2
     expected = 1.0 - 0.1 * grad / np.sqrt(velocity + 1e-3)
-    np.testing.assert_allclose(var.numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(var.numpy(), expected, rtol=ELEMENTWISE_RTOL)
 
 
 def test_ema_warms_up_like_the_reference():
@@ -104,5 +105,5 @@ def test_l2_weight_decay_on_kernels_only():
     assert add_weight_decay(model, 1e-3) == 3
     kernels = [model.layers[0].kernel, model.layers[2].kernel, model.layers[4].kernel]
     expected = 1e-3 / 2 * sum(float(np.sum(k.numpy() ** 2)) for k in kernels)
-    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
+    assert float(sum(model.losses)) == pytest.approx(expected, rel=REDUCTION_RTOL)
     assert add_weight_decay(model, 0) == 0

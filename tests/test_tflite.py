@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from keras_skipblock import litert
+from tolerances import DEEP_NETWORK_RTOL, ELEMENTWISE_RTOL, SMALL_NETWORK_RTOL, assert_close, perturb_weights, perturbed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 16
@@ -130,8 +131,12 @@ def test_each_mode_converts_to_a_batch1_logits_only_model(trained, data, int8_mo
 def test_float32_parity_on_real_digits(trained, data):
     flatbuffer = litert.convert(trained, "none")
     result = litert.verify(trained, flatbuffer, data[2], "none")
-    # The n=30 runs of MIN_TEST_TOP1: 1.2e-5 to 3.9e-5.
-    assert result.passed and result.max_abs_diff <= 1e-4
+    assert result.passed
+    # LiteRT's float32 kernels vs TF's on a small network (tests/tolerances.py); the Keras side
+    # perturbed when tools/check_tolerances.py asks
+    keras_logits = litert.keras_logits(perturb_weights(trained), perturbed(data[2]))
+    assert_close(litert.LiteRTModel(flatbuffer).predict(data[2]), keras_logits, SMALL_NETWORK_RTOL,
+                 what="logits")
 
 
 def test_float32_parity_mobilenet_v3_small(data):
@@ -145,8 +150,11 @@ def test_float32_parity_mobilenet_v3_small(data):
     litert.recalibrate_batchnorm(model, images)  # untrained: realistic activations
     flatbuffer = litert.convert(model, "none")
     assert litert.op_summary(flatbuffer)["ops"]["HARD_SWISH"] > 0
-    result = litert.verify(model, flatbuffer, images, "none")
-    assert result.max_abs_diff <= 1e-4
+    assert litert.verify(model, flatbuffer, images, "none").passed
+    # keras.applications' network is deep (tests/tolerances.py)
+    keras_logits = litert.keras_logits(perturb_weights(model), perturbed(images))
+    assert_close(litert.LiteRTModel(flatbuffer).predict(images), keras_logits, DEEP_NETWORK_RTOL,
+                 what="logits")
 
 
 def test_int8_agrees_with_keras_on_real_digits(trained, data, int8_model):
@@ -192,9 +200,10 @@ def test_int8_friendly_ops_compute_the_same_function():
     saved = tf_nn.hard_silu, tf_nn.average_pool
     with litert.int8_friendly_ops():
         assert tf_nn.hard_silu is not saved[0]
-        np.testing.assert_allclose(keras.ops.hard_silu(x).numpy(), expected_hs, atol=1e-6)
-        np.testing.assert_allclose(keras.ops.average_pool(x, 2, strides=2).numpy(),
-                                   expected_pool, atol=1e-6)
+        # x * relu6(x + 3) / 6 vs Keras' form, and a 2x2 mean as a product: a few ops each
+        assert_close(keras.ops.hard_silu(perturbed(x)).numpy(), expected_hs, ELEMENTWISE_RTOL)
+        assert_close(keras.ops.average_pool(perturbed(x), 2, strides=2).numpy(), expected_pool,
+                     ELEMENTWISE_RTOL)
     assert (tf_nn.hard_silu, tf_nn.average_pool) == saved
 
 
