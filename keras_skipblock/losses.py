@@ -15,6 +15,7 @@ clamp(1 - beta). The authors' code divides by zero there.
 """
 
 import collections
+import warnings
 
 import keras
 from keras import ops
@@ -27,8 +28,8 @@ NORMALIZATIONS = ("batch", "global")
 # relative (u = 2^-24); _RELATIVE_RANGE = 2^-16 is 2^8 u, far below the spread of
 # any real batch (percents).
 _MIN_RANGE = 1e-12
-
 _RELATIVE_RANGE = 2.0 ** -16
+
 BiasWeights = collections.namedtuple(
     "BiasWeights", ["weights", "clamped", "variance_min", "variances"]
 )
@@ -82,6 +83,20 @@ def _check_finite(variances):
     # Other backends cannot raise from a compiled step: a non-finite sample
     # gets the lowest weight, and its (non-finite) CE still surfaces in the loss.
     return ops.where(ops.isfinite(variances), variances, ops.zeros_like(variances))
+
+
+def _check_finite_logits(logits):
+    """Fail loudly on NaN/Inf logits: softmax cross-entropy of an infinite logit is
+    inf - inf = NaN, which would otherwise spread silently into the weights."""
+    if keras.backend.backend() != "tensorflow":
+        return logits
+    import tensorflow as tf
+
+    return tf.debugging.check_numerics(
+        logits,
+        "BiasLoss: the logits contain NaN or Inf (training has diverged, or the model's "
+        "output overflowed). Lower the learning rate or check the model's last layer.",
+    )
 
 
 def _cross_replica_min_max(batch_min, batch_max):
@@ -146,7 +161,10 @@ def bias_weights(
     return BiasWeights(ops.stop_gradient(weights), clamped, low, variances)
 
 
-def _validate(alpha, beta, clamp, normalization):
+def _validate(alpha, beta, clamp, normalization, warn=False):
+    from keras_skipblock.validation import bias_loss_clamp_problem, check_bias_loss_numbers
+
+    check_bias_loss_numbers(alpha, beta)
     if normalization not in NORMALIZATIONS:
         raise ValueError(
             f"BiasLoss: unknown normalization {normalization!r}; use one of "
@@ -169,6 +187,10 @@ def _validate(alpha, beta, clamp, normalization):
             "lowest-variance samples, which would reward their errors. Use "
             "beta < 1 or set a clamp such as (0.5, 1.5)."
         )
+    problem = bias_loss_clamp_problem(alpha, beta, clamp)
+    if problem and warn:
+        # Legal but almost surely a mistake (beta >= 1 with the paper's clamp): say so.
+        warnings.warn(f"BiasLoss: {problem}", UserWarning, stacklevel=3)
 
 
 @keras.saving.register_keras_serializable(package="keras_skipblock")
@@ -207,7 +229,7 @@ class BiasLoss(keras.losses.Loss):
         dtype=None,
     ):
         clamp = None if clamp is None else tuple(float(c) for c in clamp)
-        _validate(alpha, beta, clamp, normalization)
+        _validate(alpha, beta, clamp, normalization, warn=True)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"BiasLoss: label_smoothing must be in [0, 1); got {label_smoothing}.")
         super().__init__(name=name, reduction=reduction, dtype=dtype)
@@ -226,7 +248,7 @@ class BiasLoss(keras.losses.Loss):
 
     def crossentropy(self, y_true, logits):
         """Per-sample cross-entropy, float32, sparse or one-hot labels."""
-        logits = ops.cast(logits, "float32")
+        logits = _check_finite_logits(ops.cast(logits, "float32"))
         y_true = ops.convert_to_tensor(y_true)
         num_classes = logits.shape[-1]
         sparse = len(y_true.shape) < len(logits.shape) or (

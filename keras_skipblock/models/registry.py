@@ -101,7 +101,13 @@ def get_model(name, input_shape=(224, 224, 3), num_classes=1000, **kwargs):
     Returns:
         A `keras_skipblock.BiasLossModel` with outputs {"logits", "features"}.
     """
+    from keras_skipblock.validation import InputError, check_number
+
     key = str(name).lower()
     if key not in _BUILDERS:
-        raise ValueError(f"Unknown model {name!r}. Valid names: {', '.join(MODEL_NAMES)}.")
+        raise InputError(f"Unknown model {name!r}. Valid names: {', '.join(MODEL_NAMES)}.")
+    check_number("num_classes", num_classes, low=1, integer=True)
+    if len(tuple(input_shape)) != 3 or any(s is not None and s < 32 for s in tuple(input_shape)[:2]):
+        raise InputError(f"input_shape must be (height, width, channels) with sides >= 32; "
+                         f"got {tuple(input_shape)}.")
     return _BUILDERS[key](tuple(input_shape), num_classes, **kwargs)

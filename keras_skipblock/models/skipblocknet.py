@@ -393,10 +393,17 @@ def SkipblockNet(
         name = name or f"skipblocknet_{key.lower()}"
         design = _DESIGNS[key]
     name = name or "skipblocknet"
+    from keras_skipblock.validation import check_number, check_weights_argument
+
+    check_number("width", width, low=0, low_open=True, allow_none=True)
     width = design.width if width is None else float(width)
-    if width <= 0:
-        raise ValueError(f"width must be positive, got {width}.")
-    if len(input_shape) != 3 or any(s is not None and s < 32 for s in input_shape[:2]):
+    if include_top:
+        check_number("num_classes", num_classes, low=1, integer=True)
+    check_number("dropout", dropout, low=0, high=1, high_open=True)
+    check_number("bn_momentum", bn_momentum, low=0, high=1, high_open=True)
+    weights = check_weights_argument(weights)
+    if len(input_shape) != 3 or any(s is not None and s < 32 for s in input_shape[:2]) or (
+            input_shape[2] is not None and input_shape[2] < 1):
         raise ValueError(f"input_shape must be (height, width, channels) with sides >= 32; got {input_shape}.")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
