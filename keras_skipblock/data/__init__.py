@@ -48,6 +48,7 @@ class DataBundle:
     train_size: int
     test_size: int
     image_shape: tuple
+    files: Optional[list] = None  # image files (folder data sets): to name a corrupt one
 
 
 def _holdout(n, size, seed):
@@ -111,7 +112,8 @@ def get_datasets(name, image_size, batch_size, data_dir=None, manual_dir=None, s
         test = encoded_image_dataset(*splits["test"], batch_size=eval_batch_size,
                                      training=False, **kwargs)
         return DataBundle(name, train, test, test, len(classes), len(splits["train"][0]),
-                          len(splits["test"][0]), (image_size, image_size, 3))
+                          len(splits["test"][0]), (image_size, image_size, 3),
+                          files=splits["train"][0] + splits["test"][0])
     if name in ("imagenet2012", "cifar100", "food101"):
         from keras_skipblock.data.tfds_sources import EVAL_SPLIT
 

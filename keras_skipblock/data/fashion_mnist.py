@@ -44,12 +44,10 @@ def find_fashion_mnist(data_dir=None):
     names = ", ".join(stem + ".gz" for stem in FILES.values())
     raise DatasetNotFoundError(
         "Fashion-MNIST not found. Looked for " + names + " in: "
-        + "; ".join(os.path.abspath(d) for d in candidates) + ".\n"
-        "Get it with one of:\n"
-        "  sudo apt-get install dataset-fashion-mnist   (Debian/Ubuntu; installs to "
-        f"{DEBIAN_DIR})\n"
-        "  bash recipes/get_fashion_mnist.sh            (the same, or instructions)\n"
-        "  download the four files from https://github.com/zalandoresearch/fashion-mnist "
+        + "; ".join(os.path.abspath(d) for d in candidates) + ". "
+        "Get it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu; installs to "
+        f"{DEBIAN_DIR}), or `bash recipes/get_fashion_mnist.sh` (the same, or instructions), or "
+        "download the four files from https://github.com/zalandoresearch/fashion-mnist "
         "(data/fashion) into a folder and pass --data_dir=<that folder>."
     )
 

@@ -5,7 +5,9 @@ Layout: `root/<class>/<image>`, or `root/train/<class>/...` with
 sub-folder names of the training folder.
 """
 
+import contextlib
 import os
+import re
 
 import tensorflow as tf
 
@@ -109,26 +111,35 @@ def looks_like_image(data):
     )
 
 
+CORRUPT_MARK = "Corrupt or unsupported image file (truncated, or not JPEG/PNG/GIF/BMP):"
+# TF's decoders' messages, none of which names the file
+DECODE_ERROR = re.compile(r"Unknown image file format|jpeg::Uncompress|Invalid JPEG|Invalid PNG|"
+                          r"Corrupt JPEG|Could not decode|Decode(Image|Jpeg|Png|Gif|Bmp)")
+
+
 def read_checked(path):
     """File contents; fails with the file's name if it is not a readable image."""
     data = tf.io.read_file(path)
     check = tf.debugging.Assert(
         looks_like_image(data),
-        ["Corrupt or unsupported image file (truncated, or not JPEG/PNG/GIF/BMP):", path],
+        [CORRUPT_MARK, path],
         name="check_image",
     )
     with tf.control_dependencies([check]):
         return tf.identity(data)
 
 
-def check_images(paths):
-    """Decode every file eagerly; return [(path, error message)] of those that fail.
+def check_images(paths, stop_after=None):
+    """Decode every file eagerly; return [(path, error message)] of those that fail
+    (the first `stop_after` of them, if given).
 
     Slow (a full decode pass); use it to find a bad file when a decode error
     in training does not name one.
     """
     bad = []
     for path in paths:
+        if stop_after is not None and len(bad) >= stop_after:
+            break
         try:
             data = tf.io.read_file(path)
             if not bool(looks_like_image(data)):
@@ -175,3 +186,52 @@ def batch_and_prefetch(dataset, batch_size, drop_remainder):
         .prefetch(tf.data.AUTOTUNE)
         .with_options(options)
     )
+
+
+def corrupt_image_error(error, paths=None):
+    """A one-line CorruptImageError naming the file behind `error`, a TensorFlow error
+    from a pipeline of image files, or None when `error` is not about an image.
+
+    `read_checked`'s check names the file in its message. A file that passes that
+    cheap check but still fails to decode is found by decoding `paths` in order
+    until one fails (pass them in pipeline order, starting near the failure).
+    """
+    message = getattr(error, "message", str(error))
+    if CORRUPT_MARK in message:
+        match = re.search(re.escape(CORRUPT_MARK) + r"\]?\s*\[?\s*(?:b')?([^'\]\n]+)", message)
+        path = match.group(1).strip() if match else "(unknown file)"
+        return CorruptImageError(f"{path}: corrupt or unsupported image (truncated, or not "
+                                 "JPEG/PNG/GIF/BMP). Remove or replace the file.")
+    if not DECODE_ERROR.search(message):
+        return None
+    reason = tf_reason(message)
+    bad = check_images(paths, stop_after=1) if paths else []
+    if bad:
+        path, why = bad[0]
+        return CorruptImageError(f"{path}: cannot decode the image ({tf_reason(why)}). "
+                                 "Remove or replace the file.")
+    return CorruptImageError(f"an image could not be decoded ({reason}); "
+                             "keras_skipblock.data.check_images(paths) finds the file.")
+
+
+def tf_reason(message):
+    """The human part of a TensorFlow op error: without {{function_node ...}}, [[{{node ...}}]],
+    [Op:...] and "name:", on one line."""
+    text = re.sub(r"\{\{function_node [^}]*\}\}|\[\[\{\{node [^]]*\]\]|\[Op:[^]]*\]|name:\s*$", "",
+                  message.strip())
+    text = re.sub(r"^Error in user-defined function passed to .*? transformation with iterator: "
+                  r"[\w:]+: ", "", " ".join(text.split()))
+    return text.strip()[:200]
+
+
+@contextlib.contextmanager
+def corrupt_images_named(paths=None):
+    """Within the block, a decode error from a pipeline over `paths` becomes a
+    CorruptImageError naming the file (see `corrupt_image_error`)."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        named = corrupt_image_error(error, paths)
+        if named is None:
+            raise
+        raise named from error

@@ -5,6 +5,9 @@ training crop is decoded straight out of the JPEG.
 """
 
 import os
+import shutil
+import socket
+import threading
 
 import tensorflow as tf
 
@@ -36,8 +39,36 @@ EVAL_SPLIT = {"imagenet2012": "validation", "cifar100": "test", "food101": "vali
 NUM_CLASSES = {"imagenet2012": 1000, "cifar100": 100, "food101": 101}
 
 
+# Where TFDS downloads each data set from: probed first, so that an offline machine fails
+# at once instead of retrying the download for minutes.
+DOWNLOAD_HOSTS = {"cifar100": "www.cs.toronto.edu", "food101": "data.vision.ee.ethz.ch"}
+
+
+def reachable(host, port=443, timeout=5.0):
+    """Whether a TCP connection to host:port opens within `timeout` seconds (the name
+    lookup included, which `socket` cannot time out by itself: it runs in a thread)."""
+    opened = []
+
+    def probe():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            opened.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    return bool(opened)
+
+
 def tfds_builder(name, data_dir=None, manual_dir=None, prepare=True):
-    """A prepared TFDS builder, or DatasetNotFoundError saying where we looked and what to do."""
+    """A prepared TFDS builder, or DatasetNotFoundError saying where we looked and what to do.
+
+    A data set that is not on disk is prepared only when that can work now: ImageNet
+    from its tar files in `manual_dir`, the others when their download host answers.
+    A failed preparation removes what it wrote.
+    """
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(name, data_dir=data_dir)
@@ -48,15 +79,37 @@ def tfds_builder(name, data_dir=None, manual_dir=None, prepare=True):
         where += f", manual_dir {os.path.abspath(manual_dir)}"
     if not prepare:
         raise DatasetNotFoundError(f"{name} is not prepared (looked in {where}). " + HOW_TO_GET.get(name, ""))
+    if name == "imagenet2012" and not (manual_dir and os.path.isdir(manual_dir) and any(
+            f.startswith("ILSVRC2012_img_") for f in os.listdir(manual_dir))):
+        raise DatasetNotFoundError(f"{name} is not prepared (looked in {where}) and no "
+                                   "ILSVRC2012_img_*.tar is in --manual_dir. " + HOW_TO_GET[name])
+    host = DOWNLOAD_HOSTS.get(name)
+    if host and not reachable(host):
+        raise DatasetNotFoundError(f"{name} is not prepared (looked in {where}) and cannot be "
+                                   f"downloaded: {host} does not answer (offline?). " + HOW_TO_GET[name])
+    root = os.path.abspath(data_dir or os.path.join(os.path.expanduser("~"), "tensorflow_datasets"))
+    before = set(os.listdir(root)) if os.path.isdir(root) else None
     try:
         config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
         builder.download_and_prepare(download_config=config)
     except Exception as error:  # TFDS raises many types (network, missing tar, ...)
+        _remove_new_entries(root, before)
         raise DatasetNotFoundError(
             f"{name} is not available (looked in {where}; preparing it failed with "
             f"{type(error).__name__}: {str(error)[:300]}). " + HOW_TO_GET.get(name, "")
         ) from error
     return builder
+
+
+def _remove_new_entries(root, before):
+    """Undo a failed preparation: what TFDS created under `root` (all of it if `root`
+    itself is new), nothing that was there before."""
+    if before is None:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for entry in set(os.listdir(root)) - before if os.path.isdir(root) else ():
+        path = os.path.join(root, entry)
+        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
 
 
 def tfds_dataset(name, split, image_size, batch_size, training, data_dir=None, manual_dir=None,

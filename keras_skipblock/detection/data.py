@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_skipblock.data.errors import DatasetNotFoundError
+from keras_skipblock.data.folder import read_checked
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -280,7 +281,8 @@ def examples_dataset(examples):
         dataset = tf.data.Dataset.from_tensor_slices({"image": list(images), **ragged})
 
         def decode(element):
-            image = tf.io.decode_image(tf.io.read_file(element["image"]), channels=3, expand_animations=False)
+            # read_checked names a truncated or non-image file in its error
+            image = tf.io.decode_image(read_checked(element["image"]), channels=3, expand_animations=False)
             return dict(element, image=image)
 
         dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
@@ -382,6 +384,7 @@ class DetectionData:
     train_size: int
     image_channels: int = 3
     note: Optional[str] = None
+    train_files: Optional[list] = None  # image files read from disk (voc_folder): to name a corrupt one
 
 
 def load_detection_data(name, data_dir=None, seed=0, train_images=None, validation_size=None,
@@ -402,7 +405,7 @@ def load_detection_data(name, data_dir=None, seed=0, train_images=None, validati
         train, test = _limit(train, train_images), _limit(test, test_images)
         test_ds = examples_dataset(test)
         return DetectionData(name, examples_dataset(train), test_ds, test_ds, test, test, VOC_CLASSES,
-                             len(train), note="validation = VOC2007 test")
+                             len(train), note="validation = VOC2007 test", train_files=list(train.images))
     if name == "voc":
         train, size = tfds_voc([("voc/2007", "train+validation"), ("voc/2012", "train+validation")], data_dir)
         test_elements, _ = tfds_voc([("voc/2007", "test")], data_dir)
@@ -414,6 +417,14 @@ def load_detection_data(name, data_dir=None, seed=0, train_images=None, validati
         return DetectionData(name, train, test_elements, test_elements, truth, truth, VOC_CLASSES, size,
                              note="validation = VOC2007 test")
     raise ValueError(f"Unknown detection data set {name!r}; use one of {DATASETS}.")
+
+
+def image_files(data):
+    """The image files of a DetectionData read from disk (voc_folder), else None: to name
+    a file that fails to decode."""
+    if not data.train_files:
+        return None
+    return list(data.train_files) + list(data.test_truth.images)
 
 
 def _limit(examples, n):

@@ -16,6 +16,7 @@ from typing import Optional
 import keras
 import numpy as np
 
+from keras_skipblock.data.folder import corrupt_images_named
 from keras_skipblock.detection import data as data_lib
 from keras_skipblock.detection.anchors import generate_anchors
 from keras_skipblock.detection.loss import MultiboxLoss
@@ -25,6 +26,7 @@ from keras_skipblock.detection.postprocess import detect
 from keras_skipblock.training import callbacks as callbacks_lib
 from keras_skipblock.training import optimizers
 from keras_skipblock.training.driver import build_schedule, epochs_completed, write_json
+from keras_skipblock.validation import InputError, check_dir, check_training_config
 
 
 @dataclasses.dataclass
@@ -105,6 +107,24 @@ def evaluate_map(model, images, truth, anchors):
     return voc_map(detections, truths, len(truth.class_names), truth.class_names)
 
 
+def check_detection_config(config):
+    """Every flag of a detection run in range, before any work (InputError)."""
+    from keras_skipblock.detection.model import BACKBONES
+
+    for field, choices in (("dataset", data_lib.DATASETS), ("head", ("ssd", "ssdlite")),
+                           ("loss", ("bias", "ce", "focal")), ("optimizer", ("sgd", "rmsprop")),
+                           ("lr_schedule", ("cosine", "multistep", "constant"))):
+        if getattr(config, field) not in choices:
+            raise InputError(f"--{field}: unknown value {getattr(config, field)!r}; use one of "
+                             f"{', '.join(choices)}.")
+    check_training_config(config, BACKBONES)
+    if config.dataset == "voc_folder":
+        check_dir("--data_dir", config.data_dir, "VOCdevkit folder")
+    elif config.data_dir and config.dataset == "fashion_mnist_scenes":
+        check_dir("--data_dir", config.data_dir, "Fashion-MNIST IDX folder")
+    return config
+
+
 def train_detector(config):
     """Train, checkpoint, resume, evaluate. Returns the summary dict.
 
@@ -114,12 +134,17 @@ def train_detector(config):
     test_ap.md (per-class AP).
     """
     start = time.time()
+    check_detection_config(config)  # before anything is read, built or written
     keras.utils.set_random_seed(config.seed)
-    os.makedirs(config.model_dir, exist_ok=True)
     data = data_lib.load_detection_data(
         config.dataset, config.data_dir, seed=config.seed, train_images=config.train_images,
         validation_size=config.validation_size, test_images=config.test_images,
         canvas_size=config.canvas_size)
+    if data.train_size < config.batch_size:
+        raise InputError(f"--batch_size {config.batch_size} is larger than the {data.train_size} "
+                         f"training images of {data.name}: every batch would be incomplete and "
+                         "dropped, and nothing trained. Lower --batch_size.")
+    os.makedirs(config.model_dir, exist_ok=True)  # only now: a refused run leaves nothing behind
     num_classes = len(data.class_names)
     size = config.image_size
     model = build_detector(config.model, num_classes, (size, size, 3), config.head, width=config.width,
@@ -153,14 +178,17 @@ def train_detector(config):
                                                  ema=bool(config.ema_decay), backup_steps=config.backup_steps)
     checkpoint = next(i for i, c in enumerate(callbacks) if isinstance(c, callbacks_lib.EMAModelCheckpoint))
     callbacks.insert(checkpoint, ValidationMAP(validation_images, data.validation_truth, anchors))
-    history = model.fit(train, epochs=config.epochs, steps_per_epoch=steps_per_epoch if repeat else None,
-                        validation_data=validation, callbacks=callbacks, verbose=config.verbose,
-                        shuffle=False)  # the tf.data pipeline shuffles; Keras warns on shuffle=True
+    with corrupt_images_named(data_lib.image_files(data)):
+        history = model.fit(train, epochs=config.epochs, steps_per_epoch=steps_per_epoch if repeat else None,
+                            validation_data=validation, callbacks=callbacks, verbose=config.verbose,
+                            shuffle=False)  # the tf.data pipeline shuffles; Keras warns on shuffle=True
 
-    best_path = os.path.join(config.model_dir, callbacks_lib.BEST_MODEL)
-    callbacks_lib.restore_best_weights(model, callbacks, best_path)  # EMA weights of the best epoch
-    result = evaluate_map(model, data_lib.images_dataset(data.test, size, config.batch_size),
-                          data.test_truth, anchors)
+        best_path = os.path.join(config.model_dir, callbacks_lib.BEST_MODEL)
+        callbacks_lib.restore_best_weights(model, callbacks, best_path)  # EMA weights of the best epoch
+        result = evaluate_map(model, data_lib.images_dataset(data.test, size, config.batch_size),
+                              data.test_truth, anchors)
+    if not os.path.exists(best_path):
+        best_path = None  # no epoch was checkpointed: claim no file
     table = format_ap_table(result)
     with open(os.path.join(config.model_dir, "test_ap.md"), "w") as f:
         f.write(table + "\n")
@@ -181,5 +209,5 @@ def train_detector(config):
           f"{result['map_area']:.4f} (area), {result['map_11point']:.4f} (VOC07 11-point) on "
           f"{len(data.test_truth)} images, {params / 1e6:.2f} M params, {macs / 1e9:.3f} B MACs, "
           f"epochs {summary['epochs']}, wall time {summary['wall_time_s']:.0f} s (this process), "
-          f"model {best_path}", flush=True)
+          f"model {best_path or 'not saved (no epoch was checkpointed)'}", flush=True)
     return summary

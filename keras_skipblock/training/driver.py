@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import time
 from typing import Optional, Sequence
@@ -15,6 +16,7 @@ from keras_skipblock.training import callbacks as callbacks_lib
 from keras_skipblock.training import optimizers, schedules
 from keras_skipblock.training.losses import make_loss
 from keras_skipblock.training.strategy import get_strategy, is_chief
+from keras_skipblock.validation import InputError, check_model_file, check_training_config
 
 SCHEDULES = ("paper", "multistep", "cosine", "constant")
 
@@ -97,9 +99,7 @@ def build_model(config, input_shape, num_classes):
 
     kwargs = _model_kwargs(config)
     if is_authors_checkpoint(config.init_checkpoint):
-        if config.model.lower() != "skipblocknet_m" or kwargs.get("width", 1.0) != 1.0:
-            raise CheckpointError(f"--init_checkpoint {config.init_checkpoint} holds the authors' SkipblockNet-M "
-                             f"at width 1.0; use --model skipblocknet_m without --width (got {config.model}).")
+        _check_authors_checkpoint_model(config)
         # The data pipelines feed [-1, 1]; the authors' weights expect ImageNet-normalised
         # input: the model takes [-1, 1] and rescales it inside (InputScaling).
         kwargs.update(include_preprocessing=True, input_range=(-1, 1), normalization="authors")
@@ -114,6 +114,13 @@ def build_model(config, input_shape, num_classes):
     return model
 
 
+def _check_authors_checkpoint_model(config):
+    width = _model_kwargs(config).get("width", 1.0)
+    if config.model.lower() != "skipblocknet_m" or width != 1.0:
+        raise CheckpointError(f"--init_checkpoint {config.init_checkpoint} holds the authors' SkipblockNet-M "
+                              f"at width 1.0; use --model skipblocknet_m without --width (got {config.model}).")
+
+
 def load_matching_weights(model, checkpoint):
     """Copy weights layer by layer (same name, same shapes) from a saved .keras
     model or the authors' .pth.
@@ -121,8 +128,7 @@ def load_matching_weights(model, checkpoint):
     Layers that differ (a classifier with another number of classes) keep
     their fresh initialisation. Returns (copied count, skipped layer names).
     """
-    if not os.path.exists(checkpoint):
-        raise CheckpointError(f"--init_checkpoint {checkpoint!r} does not exist.")
+    check_model_file("--init_checkpoint", checkpoint, (".keras", ".pth", ".pt"))
     if is_authors_checkpoint(checkpoint):
         skipped = load_authors_weights(model, checkpoint, strict=False)
         with_weights = [layer for layer in model.layers if layer.weights]
@@ -191,13 +197,13 @@ def train(config):
       summary line.
     """
     start = time.time()
+    check_config(config)  # before anything is read, built or written
     strategy = get_strategy(config.strategy, config.tpu)  # first: multi-worker needs it early
     keras.utils.set_random_seed(config.seed)
     _set_precision(config)
     chief = is_chief(strategy)
     model_dir = config.model_dir if chief else os.path.join(
         config.model_dir, f"worker_{strategy.cluster_resolver.task_id}")
-    os.makedirs(model_dir, exist_ok=True)
 
     from keras_skipblock.data import get_datasets
 
@@ -208,11 +214,13 @@ def train(config):
         channels=config.channels, repeat=repeat, augment=config.augment,
         drop_remainder=True if config.strategy == "tpu" else None,
     )
+    check_enough_data(config, data)
     steps_per_epoch = config.steps_per_epoch or max(data.train_size // config.batch_size, 1)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
-        raise ValueError(f"--batch_size {config.batch_size} (global) must be divisible by the "
+        raise InputError(f"--batch_size {config.batch_size} (global) must be divisible by the "
                          f"{replicas} replicas of --strategy {config.strategy}.")
+    os.makedirs(model_dir, exist_ok=True)  # only now: a refused run leaves nothing behind
 
     with strategy.scope():
         model = build_model(config, data.image_shape, data.num_classes)
@@ -239,22 +247,27 @@ def train(config):
     validation = data.validation if data.validation is not None else data.test
     callbacks = callbacks_lib.standard_callbacks(
         model_dir, ema=bool(config.ema_decay), backup_steps=config.backup_steps, chief=chief)
-    history = model.fit(
-        data.train,
-        epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch if repeat else None,
-        validation_data=validation,
-        validation_steps=config.eval_steps,
-        shuffle=False,  # the tf.data pipeline shuffles; Keras warns on shuffle=True
-        callbacks=callbacks,
-        verbose=config.verbose,
-    )
+    from keras_skipblock.data.folder import corrupt_images_named
 
-    optimizer_steps = int(model.optimizer.iterations.numpy())
-    variance_min = float(model.bias_loss_variance_min.numpy())
-    best_path = os.path.join(config.model_dir, callbacks_lib.BEST_MODEL)
-    callbacks_lib.restore_best_weights(model, callbacks, best_path)  # EMA weights of the best epoch
-    results = model.evaluate(data.test, steps=config.eval_steps, verbose=0, return_dict=True)
+    with corrupt_images_named(data.files):
+        history = model.fit(
+            data.train,
+            epochs=config.epochs,
+            steps_per_epoch=steps_per_epoch if repeat else None,
+            validation_data=validation,
+            validation_steps=config.eval_steps,
+            shuffle=False,  # the tf.data pipeline shuffles; Keras warns on shuffle=True
+            callbacks=callbacks,
+            verbose=config.verbose,
+        )
+
+        optimizer_steps = int(model.optimizer.iterations.numpy())
+        variance_min = float(model.bias_loss_variance_min.numpy())
+        best_path = os.path.join(config.model_dir, callbacks_lib.BEST_MODEL)
+        callbacks_lib.restore_best_weights(model, callbacks, best_path)  # EMA weights of the best epoch
+        results = model.evaluate(data.test, steps=config.eval_steps, verbose=0, return_dict=True)
+    if not os.path.exists(best_path):
+        best_path = None  # e.g. no epoch had a finite validation loss: claim no file
     epochs_done = epochs_completed(history, model_dir)
     summary = {
         "model": config.model, "loss": config.loss, "dataset": data.name,
@@ -262,14 +275,16 @@ def train(config):
         "test_loss": float(results["loss"]),
         "epochs": int(epochs_done), "optimizer_steps": optimizer_steps,
         "wall_time_s": round(time.time() - start, 1), "best_model": best_path,
-        "bias_loss_variance_min": variance_min,
+        # +inf until Bias Loss sees a batch (and always with ce/focal): JSON has no inf
+        "bias_loss_variance_min": variance_min if math.isfinite(variance_min) else None,
     }
     if chief:
         write_json(os.path.join(model_dir, "summary.json"), summary)
     print(f"SUMMARY {data.name} {config.model} loss={config.loss}: test top-1 "
           f"{summary['test_top1']:.4f}, top-5 {summary['test_top5']:.4f}, "
           f"epochs {summary['epochs']}, wall time {summary['wall_time_s']:.0f} s "
-          f"(this process), model {best_path}", flush=True)
+          f"(this process), model {best_path or 'not saved (no epoch was checkpointed)'}",
+          flush=True)
     return summary
 
 
@@ -285,6 +300,54 @@ def epochs_completed(history, model_dir):
         return max(sum(1 for _ in f) - 1, 0)
 
 
+def json_safe(value):
+    """`value` with NaN and +-inf floats as None: strict JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def write_json(path, value):
     with open(path, "w") as f:
-        json.dump(value, f, indent=2, default=str)
+        json.dump(json_safe(value), f, indent=2, default=str, allow_nan=False)
+
+
+def check_config(config):
+    """Every flag of a classification run in range, before any work (InputError)."""
+    from keras_skipblock.data import DATASETS
+    from keras_skipblock.models import MODEL_NAMES
+    from keras_skipblock.training.losses import LOSSES
+    from keras_skipblock.training.strategy import STRATEGIES
+
+    for field, choices in (("dataset", DATASETS), ("loss", LOSSES), ("lr_schedule", SCHEDULES),
+                           ("optimizer", ("rmsprop", "sgd")), ("strategy", STRATEGIES)):
+        if getattr(config, field) not in choices:
+            raise InputError(f"--{field}: unknown value {getattr(config, field)!r}; use one of "
+                             f"{', '.join(choices)}.")
+    check_training_config(config, MODEL_NAMES)
+    if config.channels is not None and config.dataset not in ("fashion_mnist", "digits") \
+            and config.channels != 3:
+        raise InputError(f"--channels {config.channels}: {config.dataset} images are RGB; "
+                         "--channels applies to the grey data sets (fashion_mnist, digits).")
+    if is_authors_checkpoint(config.init_checkpoint):
+        _check_authors_checkpoint_model(config)
+    if config.dataset == "folder" and not config.data_dir:
+        raise InputError("--dataset=folder needs --data_dir=<folder of class sub-folders>.")
+    return config  # data folders are checked by their loaders, which say where they looked
+
+
+def check_enough_data(config, data):
+    """Enough images for the batch size: training drops incomplete batches, so without
+    --steps_per_epoch (which repeats the data) fewer images than one batch train nothing."""
+    if data.train_size < config.batch_size and config.steps_per_epoch is None:
+        raise InputError(f"--batch_size {config.batch_size} is larger than the {data.train_size} "
+                         f"training images of {data.name}: every batch would be incomplete and "
+                         "dropped, and nothing trained. Lower --batch_size.")
+    if not data.test_size:
+        raise InputError(f"{config.data_dir or data.name} has no test images (a class folder with one "
+                         "image holds none out): add images (at least 2 per class) or a val/ folder "
+                         "beside train/.")
