@@ -57,6 +57,10 @@ def load_keras_model(checkpoint=None, model_name=None, image_size=224, num_class
 
         if is_authors_checkpoint(checkpoint):
             return _authors_model(checkpoint)
+        if checkpoint.endswith(".keras"):  # Keras says "File not found" for a broken archive
+            from keras_skipblock.validation import check_keras_archive
+
+            check_keras_archive("checkpoint", checkpoint)
         import keras
 
         import keras_skipblock  # noqa: F401  registers BiasLossModel and friends

@@ -59,8 +59,12 @@ def load_images(source, split, image_size, channels=3, limit=None, data_dir=None
     from keras_skipblock.data.errors import DatasetNotFoundError
     from keras_skipblock.data.preprocessing import resize_batch
 
+    from keras_skipblock.validation import check_number
+
     if split not in ("train", "test"):
         raise LiteRTError(f"split must be 'train' or 'test', got {split!r}.")
+    check_number("limit", limit, low=1, integer=True, allow_none=True,
+                 fix="Leave it unset to use every image.")
     try:
         if source == "fashion_mnist":
             train, test = load_fashion_mnist(data_dir)
@@ -100,6 +104,11 @@ def _load_folder(directory, split, image_size, channels, limit, seed):
     except DatasetNotFoundError as error:
         raise LiteRTError(str(error)) from None
     paths, labels = splits[split]
+    if not paths:
+        raise LiteRTError(
+            f"{directory}: its {split} split has no images (a class folder with one image holds "
+            "none out for testing). Add images (at least 2 per class), use train/ and val/ "
+            "sub-folders, or pass another source.")
     if limit is not None:
         keep = _spread(len(paths), limit, seed)
         paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]

@@ -44,6 +44,11 @@ def convert_file(model, output, quantize="none", representative_data="fashion_mn
                                      data_dir=data_dir)
         calibration = to_input_range(calibration, input_range)
         log(f"calibration: {len(calibration)} real images from {representative_data} (train split)")
+    images = None
+    if run_verification:  # loaded before anything is written: bad data leaves no file behind
+        source = verify_data or representative_data
+        images, _ = load_images(source, "test", h, c, num_verify, data_dir=data_dir)
+        images = to_input_range(images, input_range)
     if recalibrate_bn:
         n = recalibrate_batchnorm(model, calibration[-64:])
         log(f"recalibrated {n} BatchNormalization layers on real images (untrained model)")
@@ -54,9 +59,6 @@ def convert_file(model, output, quantize="none", representative_data="fashion_mn
     log(f"wrote ({quantize}) {description}")
     result = ConversionResult(output, quantize, len(flatbuffer), outside, summary["partitions"], None)
     if run_verification:
-        source = verify_data or representative_data
-        images, _ = load_images(source, "test", h, c, num_verify, data_dir=data_dir)
-        images = to_input_range(images, input_range)
         result.verification = verify(model, flatbuffer, images, quantize, max_abs_diff,
                                      min_agreement, raise_on_failure=False)
         log(result.verification.describe())

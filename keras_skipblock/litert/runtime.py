@@ -115,9 +115,15 @@ def write_tflite(path, flatbuffer):
     """Write a `.tflite` and describe it: returns (op_summary dict, one-line
     description with size, XNNPACK partitions and ops outside XNNPACK)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(flatbuffer)
-    summary = op_summary(flatbuffer)
+    summary = op_summary(flatbuffer)  # before writing: a failure here leaves no file
+    partial = f"{path}.partial"  # written whole, then renamed: never a half-written .tflite
+    try:
+        with open(partial, "wb") as f:
+            f.write(flatbuffer)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
     outside = dict(summary["outside_xnnpack"])
     line = (f"{path}: {len(flatbuffer) / 1e6:.2f} MB, XNNPACK partitions {summary['partitions']}, "
             f"ops outside XNNPACK: {outside or 'none'}")
