@@ -35,6 +35,10 @@ DEFAULTS = dict(
     ema_decay=0.0,
 )
 
-if __name__ == "__main__":
+def main(argv=None):
     common.define_flags(**DEFAULTS)
-    common.run("cifar100")
+    common.run("cifar100", argv=argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -87,34 +87,37 @@ def define_flags(**defaults):
 
 def config_from_flags(recipe_name):
     from keras_skipblock.training import TrainConfig
+    from keras_skipblock.validation import InputError
 
     names = {field for field in TrainConfig.__dataclass_fields__} - {"verbose"}  # logs, not progress
     values = {name: FLAGS[name].value for name in FLAGS if name in names}
-    values["milestones"] = [float(m) for m in values["milestones"]]
+    try:
+        values["milestones"] = [float(m) for m in values["milestones"]]
+    except ValueError:
+        raise InputError(f"--milestones must be epochs separated by commas, e.g. 60,120,160; got "
+                         f"{','.join(values['milestones'])}.") from None
     if not values.get("model_dir"):
         values["model_dir"] = os.path.join("runs", f"{recipe_name}_{values['model']}_{values['loss']}")
     return TrainConfig(**values)
 
 
-def run(recipe_name, check=None):
-    """Parse flags, build the config, train. `check(config)` may validate recipe specifics."""
+def run(recipe_name, check=None, argv=None):
+    """Parse flags, check them, build the config, train. `check(config)` may validate recipe
+    specifics. Every bad flag, file or data set ends in one line and exit status 2."""
 
     def main(argv):
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-        from keras_skipblock.data import DatasetNotFoundError
         from keras_skipblock.logging_utils import configure_logging
-        from keras_skipblock.models import CheckpointError
         from keras_skipblock.training import train
+        from keras_skipblock.training.driver import check_config
 
         configure_logging(FLAGS.verbose)
-        config = config_from_flags(recipe_name)
+        config = check_config(config_from_flags(recipe_name))
         if check is not None:
             check(config)
-        try:
-            train(config)
-        except (DatasetNotFoundError, CheckpointError) as error:
-            print(f"\nERROR: {error}", file=sys.stderr)
-            sys.exit(2)
+        train(config)
 
-    app.run(main)
+    from keras_skipblock.validation import run_cli
+
+    run_cli(main, argv)

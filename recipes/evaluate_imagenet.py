@@ -11,7 +11,6 @@ n01440764 ... n15075141) or, with --dataset imagenet2012, a TFDS data dir.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -28,6 +27,7 @@ flags.DEFINE_integer("batch_size", 50, "Images per batch.")
 flags.DEFINE_integer("limit", None, "Evaluate at most this many images.")
 flags.DEFINE_integer("num_threads", 1, "LiteRT CPU threads (.tflite).")
 flags.DEFINE_string("output_json", None, "Also write the result here.")
+flags.DEFINE_bool("verbose", False, "On an error, also show its traceback.")
 
 
 def main(argv):
@@ -35,24 +35,30 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     import json
 
-    from keras_skipblock.data import DatasetNotFoundError
-    from keras_skipblock.evaluation import evaluate_top_k, imagenet_eval_dataset, load_classifier
-    from keras_skipblock.litert import LiteRTError
+    from keras_skipblock import validation
+    from keras_skipblock.evaluation import (check_classifier_file, check_input_range, evaluate_top_k,
+                                            imagenet_eval_dataset, load_classifier)
 
-    try:
-        if not FLAGS.model or not FLAGS.data_dir:
-            raise LiteRTError("--model=<file .pth|.keras|.tflite> and --data_dir=<folder> are required.")
-        input_range = tuple(float(v) for v in FLAGS.input_range) if FLAGS.input_range else None
-        source = FLAGS.data_dir if FLAGS.dataset == "folder" else "imagenet2012"
-        dataset, count = imagenet_eval_dataset(source, FLAGS.batch_size, data_dir=FLAGS.data_dir,
-                                               split=FLAGS.split, limit=FLAGS.limit)
-        predict, name = load_classifier(FLAGS.model, input_range, FLAGS.num_threads)
-        print(f"Evaluating {name} on {count} images from {FLAGS.data_dir} "
-              "(resize shorter side 256, bilinear; centre crop 224)", flush=True)
-        result = evaluate_top_k(predict, dataset, count)
-    except (LiteRTError, DatasetNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    # every flag and file first: nothing is read or written before they pass
+    if not FLAGS.model:
+        raise validation.InputError("--model is required: pass the model file (.pth, .keras or .tflite).")
+    validation.check_dir("--data_dir", FLAGS.data_dir,
+                         "folder of class sub-folders" if FLAGS.dataset == "folder" else "TFDS data dir")
+    input_range = check_input_range(FLAGS.input_range) if FLAGS.input_range else None
+    check_classifier_file(FLAGS.model, input_range)
+    validation.check_number("--batch_size", FLAGS.batch_size, low=1, integer=True)
+    validation.check_number("--limit", FLAGS.limit, low=1, integer=True, allow_none=True,
+                            fix="Leave it unset to evaluate every image.")
+    validation.check_number("--num_threads", FLAGS.num_threads, low=1, integer=True)
+    if FLAGS.output_json:
+        validation.check_output_file("--output_json", FLAGS.output_json, ".json")
+    source = FLAGS.data_dir if FLAGS.dataset == "folder" else "imagenet2012"
+    dataset, count, info = imagenet_eval_dataset(source, FLAGS.batch_size, data_dir=FLAGS.data_dir,
+                                                 split=FLAGS.split, limit=FLAGS.limit, with_info=True)
+    predict, name = load_classifier(FLAGS.model, input_range, FLAGS.num_threads, info.num_classes)
+    print(f"Evaluating {name} on {count} images from {FLAGS.data_dir} "
+          "(resize shorter side 256, bilinear; centre crop 224)", flush=True)
+    result = evaluate_top_k(predict, dataset, count, files=info.files)
     print(f"SUMMARY {result.describe(FLAGS.model)}", flush=True)
     if FLAGS.output_json:
         with open(FLAGS.output_json, "w") as f:
@@ -61,4 +67,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from keras_skipblock.validation import run_cli
+
+    run_cli(main)

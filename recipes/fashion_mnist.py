@@ -39,6 +39,10 @@ DEFAULTS = dict(
     ema_decay=0.999,
 )
 
-if __name__ == "__main__":
+def main(argv=None):
     common.define_flags(**DEFAULTS)
-    common.run("fashion_mnist")
+    common.run("fashion_mnist", argv=argv)
+
+
+if __name__ == "__main__":
+    main()

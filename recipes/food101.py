@@ -41,6 +41,10 @@ def check(config):
         print("WARNING: no --init_checkpoint: training Food-101 from scratch, not fine-tuning.")
 
 
-if __name__ == "__main__":
+def main(argv=None):
     common.define_flags(**DEFAULTS)
-    common.run("food101", check)
+    common.run("food101", check, argv)
+
+
+if __name__ == "__main__":
+    main()

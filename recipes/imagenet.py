@@ -33,6 +33,10 @@ DEFAULTS = dict(
     bn_momentum=0.99,
 )
 
-if __name__ == "__main__":
+def main(argv=None):
     common.define_flags(**DEFAULTS)
-    common.run("imagenet")
+    common.run("imagenet", argv=argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,6 @@ wins. Rerun with the same --model_dir to resume. Ends with one SUMMARY line
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -68,16 +67,22 @@ flags.DEFINE_integer("seed", 0, "Random seed (also the scenes' generator seed)."
 flags.DEFINE_integer("steps_per_epoch", None, "Cap each epoch at this many steps.")
 flags.DEFINE_integer("backup_steps", None, "Also back up every N steps.")
 flags.DEFINE_bool("run_eagerly", False, "Debugging and tests: run eagerly, no tracing.")
+flags.DEFINE_bool("verbose", False, "On an error, also show its traceback.")
 
 
 def config_from_flags():
     from keras_skipblock.detection.train import DetectionConfig
+    from keras_skipblock.validation import InputError
 
     values = {name: FLAGS[name].value for name in FLAGS if name in DetectionConfig.__dataclass_fields__}
     for name, default in DEFAULTS[values["dataset"]].items():
         if values.get(name) is None:
             values[name] = default
-    values["milestones"] = tuple(float(m) for m in values["milestones"])
+    try:
+        values["milestones"] = tuple(float(m) for m in values["milestones"])
+    except ValueError:
+        raise InputError(f"--milestones must be epochs separated by commas, e.g. 120,160; got "
+                         f"{','.join(values['milestones'])}.") from None
     values["ema_decay"] = values["ema_decay"] or None
     if values["canvas_size"] is None:
         values["canvas_size"] = values["image_size"]
@@ -90,16 +95,12 @@ def config_from_flags():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from keras_skipblock.data import DatasetNotFoundError
-    from keras_skipblock.detection import AnnotationError
-    from keras_skipblock.detection.train import train_detector
+    from keras_skipblock.detection.train import check_detection_config, train_detector
 
-    try:
-        train_detector(config_from_flags())
-    except (DatasetNotFoundError, AnnotationError) as error:
-        print(f"\nERROR: {error}", file=sys.stderr)
-        sys.exit(2)
+    train_detector(check_detection_config(config_from_flags()))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from keras_skipblock.validation import run_cli
+
+    run_cli(main)

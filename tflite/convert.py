@@ -53,28 +53,55 @@ flags.DEFINE_bool("verbose", False, "Also show TensorFlow's, the converter's and
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if FLAGS.verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # before TensorFlow is imported
     from keras_skipblock.logging_utils import configure_logging, native_info_filtered
 
     configure_logging(FLAGS.verbose)
+    check_flags()
     with native_info_filtered():  # the converter's and LiteRT's INFO lines
         return convert()
 
 
+def check_flags():
+    """Every flag and file, before a model is loaded or a file written."""
+    from keras_skipblock import validation
+
+    validation.check_output_file("--output", FLAGS.output, ".tflite")
+    if FLAGS.checkpoint and FLAGS.model:
+        raise validation.InputError("Give exactly one of --checkpoint=<file.keras> or --model=<name>.")
+    if FLAGS.checkpoint:
+        validation.check_model_file("--checkpoint", FLAGS.checkpoint, (".keras", ".pth", ".pt"))
+        if FLAGS.recalibrate_bn:
+            raise validation.InputError("--recalibrate_bn is for fresh (--model) models only.")
+    validation.check_number("--image_size", FLAGS.image_size, low=32, integer=True,
+                            fix="The models need inputs of at least 32x32.")
+    validation.check_number("--num_classes", FLAGS.num_classes, low=1, integer=True)
+    if FLAGS.channels not in (1, 3):
+        raise validation.InputError(f"--channels must be 1 or 3; got {FLAGS.channels}.")
+    validation.check_number("--num_calibration", FLAGS.num_calibration, low=1, integer=True)
+    validation.check_number("--num_verify", FLAGS.num_verify, low=1, integer=True)
+    validation.check_number("--max_abs_diff", FLAGS.max_abs_diff, low=0, low_open=True)
+    validation.check_number("--min_agreement", FLAGS.min_agreement, low=0, high=1)
+    for flag in ("representative_data", "verify_data"):
+        source = FLAGS[flag].value
+        if source and source not in ("fashion_mnist", "digits"):
+            validation.check_dir(f"--{flag}", source, "folder", "Pass fashion_mnist, digits or a "
+                                 "folder of class sub-folders of images.")
+    if FLAGS.data_dir:
+        validation.check_dir("--data_dir", FLAGS.data_dir, "Fashion-MNIST IDX folder")
+
+
 def convert():
-    from keras_skipblock.litert import LiteRTError, VerificationError
+    from keras_skipblock.litert import VerificationError
     from keras_skipblock.litert.conversion import load_keras_model
     from keras_skipblock.litert.pipeline import convert_file
 
     try:
-        if not FLAGS.output:
-            raise LiteRTError("--output=<file.tflite> is required.")
         model = load_keras_model(FLAGS.checkpoint, FLAGS.model, FLAGS.image_size,
                                  FLAGS.num_classes, FLAGS.channels)
-        if FLAGS.checkpoint and FLAGS.recalibrate_bn:
-            raise LiteRTError("--recalibrate_bn is for fresh (--model) models only.")
         from keras_skipblock.litert.detection import convert_detector_file, is_detector
 
         if is_detector(model):  # an SSD from recipes/voc.py: NMS inside, verified on real scenes
@@ -94,11 +121,10 @@ def convert():
                   "means nothing for it; convert a trained --checkpoint, or pass --noverify.",
                   file=sys.stderr)
         return 1
-    except LiteRTError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from keras_skipblock.validation import run_cli
+
+    run_cli(main)
