@@ -171,6 +171,28 @@ def check_weights_argument(weights, name="weights"):
                       "weights file (.weights.h5, or the authors' .pth)")
 
 
+def check_choices(name, values, choices):
+    """Each of `values` (a list flag) one of `choices`, and at least one given."""
+    values = list(values or [])
+    if not values:
+        raise InputError(f"{name} is empty; give one or more of {', '.join(choices)}.")
+    for value in values:
+        if value not in choices:
+            raise InputError(f"{name}: unknown value {value!r}; use one or more of {', '.join(choices)}.")
+    return values
+
+
+IMAGE_SOURCES = ("fashion_mnist", "digits")
+
+
+def check_image_source(name, source):
+    """Where LiteRT's real images come from: fashion_mnist, digits or an existing folder."""
+    if source in IMAGE_SOURCES:
+        return source
+    return check_dir(name, source, "folder", "Pass fashion_mnist, digits or a folder of class "
+                     "sub-folders of images.")
+
+
 # -- models against data ------------------------------------------------------------------
 
 

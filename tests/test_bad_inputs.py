@@ -120,6 +120,13 @@ def files(tmp_path_factory):
     p["corrupt_png"] = os.path.join(p["corrupt_val"], "b", "1.png")
     with open(p["corrupt_png"], "w") as f:
         f.write("this is not a PNG")
+    p["corrupt_train"] = str(root / "corrupt_train")  # JPEG markers around garbage: decoding fails
+    for name in ("a", "b"):
+        for i in range(3):
+            path = os.path.join(p["corrupt_train"], name, f"{i}.jpg")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(b"\xff\xd8\xff\xe0" + b"\x00" * 64 + b"\xff\xd9")
     p["one_image"] = str(root / "one_image")
     _image(os.path.join(p["one_image"], "only", "0.jpg"))
     p["voc"] = str(root / "VOCdevkit")
@@ -214,6 +221,10 @@ CLI_CASES = [
     ("folder_without_data_dir", "recipes/imagenet.py", ["--dataset=folder", RUN_DIR], "--dataset=folder needs --data_dir", RUN_DIR),
     ("folder_data_dir_missing", "recipes/imagenet.py", ["--dataset=folder", "--data_dir={tmp}/nowhere", RUN_DIR], "does not exist", RUN_DIR),
     ("folder_one_image", "recipes/imagenet.py", ["--dataset=folder", "--data_dir={one_image}", "--batch_size=1", RUN_DIR], "has no test images", RUN_DIR),
+    ("folder_corrupt_jpeg", "recipes/imagenet.py", ["--dataset=folder", "--data_dir={corrupt_train}", "--model=mobilenet_v3_small",
+                                                   "--width=0.35", "--image_size=32", "--batch_size=2", "--epochs=1",
+                                                   "--steps_per_epoch=1", "--run_eagerly", RUN_DIR],
+     "{corrupt_train}/a/0.jpg: cannot decode the image", None),
     ("manual_dir_missing", "recipes/imagenet.py", ["--manual_dir={tmp}/no_tars", RUN_DIR], "--manual_dir", RUN_DIR),
     ("imagenet_not_prepared", "recipes/imagenet.py", ["--data_dir={empty_dir}", RUN_DIR], "no ILSVRC2012_img_*.tar", RUN_DIR),
     ("cifar100_offline", "recipes/cifar100.py", ["--data_dir={empty_dir}", "--epochs=1", "--steps_per_epoch=1", RUN_DIR], "cifar100 is not prepared", "{empty_dir}/cifar100"),
@@ -275,6 +286,21 @@ CLI_CASES = [
     ("convert_recalibrate_checkpoint", "tflite/convert.py", ["--checkpoint={grey_keras}", "--recalibrate_bn", "--output={tmp}/c.tflite"], "--recalibrate_bn is for fresh", "{tmp}/c.tflite"),
     ("convert_quantize_int4", "tflite/convert.py", ["--checkpoint={grey_keras}", "--quantize=int4", "--output={tmp}/c.tflite"], "--quantize", "{tmp}/c.tflite"),
     ("convert_model_unknown", "tflite/convert.py", ["--model=resnet9000", "--output={tmp}/c.tflite"], "Unknown model 'resnet9000'", "{tmp}/c.tflite"),
+    # tflite/benchmark.py, tflite/benchmark_detection.py
+    ("bench_models_unknown", "tflite/benchmark.py", ["--models=resnet50", "--output_dir={tmp}/bench"], "--models: unknown value 'resnet50'", "{tmp}/bench"),
+    ("bench_modes_int4", "tflite/benchmark.py", ["--modes=int4", "--output_dir={tmp}/bench"], "--modes: unknown value 'int4'", "{tmp}/bench"),
+    ("bench_rounds_0", "tflite/benchmark.py", ["--rounds=0", "--output_dir={tmp}/bench"], "--rounds must be", "{tmp}/bench"),
+    ("bench_num_runs_0", "tflite/benchmark.py", ["--num_runs=0", "--output_dir={tmp}/bench"], "--num_runs must be", "{tmp}/bench"),
+    ("bench_image_size_7", "tflite/benchmark.py", ["--image_size=7", "--output_dir={tmp}/bench"], "--image_size must be", "{tmp}/bench"),
+    ("bench_output_dir_file", "tflite/benchmark.py", ["--output_dir={afile}"], "is a file; pass a folder", None),
+    ("bench_representative_missing", "tflite/benchmark.py", ["--representative_data={tmp}/nope", "--output_dir={tmp}/bench"], "--representative_data: folder", "{tmp}/bench"),
+    ("bench_tflite_fake", "tflite/benchmark.py", ["--tflite={fake_tflite}"], "not a TFLite flatbuffer", None),
+    ("det_bench_checkpoint_not_pair", "tflite/benchmark_detection.py", ["--checkpoints=best.keras", "--output_dir={tmp}/dbench"], "is not a new label=path.keras pair", "{tmp}/dbench"),
+    ("det_bench_checkpoint_text", "tflite/benchmark_detection.py", ["--checkpoints=a={text_keras}", "--output_dir={tmp}/dbench"], "not a valid .keras archive", "{tmp}/dbench"),
+    ("det_bench_models_unknown", "tflite/benchmark_detection.py", ["--models=resnet50", "--output_dir={tmp}/dbench"], "--models: unknown value 'resnet50'", "{tmp}/dbench"),
+    ("det_bench_modes_float16", "tflite/benchmark_detection.py", ["--modes=float16", "--output_dir={tmp}/dbench"], "--modes: unknown value 'float16'", "{tmp}/dbench"),
+    ("det_bench_reference_unknown", "tflite/benchmark_detection.py", ["--reference=zzz", "--output_dir={tmp}/dbench"], "--reference 'zzz' is none of", "{tmp}/dbench"),
+    ("det_bench_warmup_negative", "tflite/benchmark_detection.py", ["--warmup_runs=-1", "--output_dir={tmp}/dbench"], "--warmup_runs must be", "{tmp}/dbench"),
     # tflite/evaluate.py
     ("tfl_eval_tflite_required", "tflite/evaluate.py", [], "--tflite=<file.tflite>", None),
     ("tfl_eval_tflite_missing", "tflite/evaluate.py", ["--tflite={tmp}/none.tflite"], "not found", None),

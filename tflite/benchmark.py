@@ -10,7 +10,6 @@ MobileNetV3-Large in the same mode, paired within rounds. Not a test.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -35,33 +34,51 @@ flags.DEFINE_list("tflite", None, "Instead: benchmark these .tflite files only (
                   "with ratios to the first; nothing is converted or written.")
 
 
+def check_flags():
+    """Every flag and file, before anything is converted, run or written."""
+    from keras_skipblock import validation
+
+    for name, low in (("rounds", 1), ("num_runs", 1), ("warmup_runs", 0), ("num_threads", 1)):
+        validation.check_number(f"--{name}", FLAGS[name].value, low=low, integer=True)
+    if FLAGS.tflite:
+        for path in FLAGS.tflite:
+            validation.check_tflite_file("--tflite", path)
+        return
+    from keras_skipblock.litert import QUANTIZE_MODES
+    from keras_skipblock.models import MODEL_NAMES
+
+    validation.check_choices("--models", FLAGS.models, MODEL_NAMES)
+    validation.check_choices("--modes", FLAGS.modes, QUANTIZE_MODES)
+    validation.check_number("--image_size", FLAGS.image_size, low=32, integer=True,
+                            fix="The models need inputs of at least 32x32.")
+    validation.check_number("--num_classes", FLAGS.num_classes, low=1, integer=True)
+    validation.check_number("--num_calibration", FLAGS.num_calibration, low=1, integer=True)
+    validation.check_image_source("--representative_data", FLAGS.representative_data)
+    if FLAGS.data_dir:
+        validation.check_dir("--data_dir", FLAGS.data_dir, "Fashion-MNIST IDX folder")
+    validation.check_output_dir("--output_dir", FLAGS.output_dir)
+
+
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     import datetime
     import platform
 
-    from keras_skipblock.litert import LiteRTError
     from keras_skipblock.litert import benchmark as bench
 
+    check_flags()
     if FLAGS.tflite:
-        try:
-            raw = bench.interleaved({p: p for p in FLAGS.tflite}, FLAGS.rounds, FLAGS.num_runs,
-                                    FLAGS.warmup_runs, FLAGS.num_threads)
-        except LiteRTError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        raw = bench.interleaved({p: p for p in FLAGS.tflite}, FLAGS.rounds, FLAGS.num_runs,
+                                FLAGS.warmup_runs, FLAGS.num_threads)
         print(bench.files_table(raw))
         return 0
-    try:
-        paths, info = bench.build_models(
-            FLAGS.models, FLAGS.modes, os.path.join(FLAGS.output_dir, "models"), FLAGS.image_size,
-            FLAGS.num_classes, FLAGS.num_calibration, FLAGS.representative_data, FLAGS.data_dir,
-            FLAGS.reuse)
-        raw = bench.interleaved(paths, FLAGS.rounds, FLAGS.num_runs, FLAGS.warmup_runs,
-                                FLAGS.num_threads)
-    except LiteRTError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    paths, info = bench.build_models(
+        FLAGS.models, FLAGS.modes, os.path.join(FLAGS.output_dir, "models"), FLAGS.image_size,
+        FLAGS.num_classes, FLAGS.num_calibration, FLAGS.representative_data, FLAGS.data_dir,
+        FLAGS.reuse)
+    raw = bench.interleaved(paths, FLAGS.rounds, FLAGS.num_runs, FLAGS.warmup_runs,
+                            FLAGS.num_threads)
     rows = bench.summarize(raw, info)
     title = (f"LiteRT CPU latency, {FLAGS.num_threads} thread, batch 1, "
              f"{FLAGS.image_size}x{FLAGS.image_size}, {FLAGS.rounds} interleaved rounds x "
@@ -79,4 +96,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from keras_skipblock.validation import run_cli
+
+    run_cli(main)

@@ -12,7 +12,6 @@ Not a test.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -34,24 +33,46 @@ flags.DEFINE_integer("num_threads", 1, "CPU threads.")
 flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX folder (calibration scenes).")
 
 
+def detector_specs():
+    """{label: checkpoint path or (backbone, head, size, classes)}, every flag checked first."""
+    from keras_skipblock import validation
+    from keras_skipblock.detection.model import BACKBONES
+
+    for name, low in (("rounds", 1), ("num_runs", 1), ("warmup_runs", 0), ("num_threads", 1)):
+        validation.check_number(f"--{name}", FLAGS[name].value, low=low, integer=True)
+    validation.check_choices("--modes", FLAGS.modes, ("none", "int8"))
+    validation.check_output_dir("--output_dir", FLAGS.output_dir)
+    if FLAGS.data_dir:
+        validation.check_dir("--data_dir", FLAGS.data_dir, "Fashion-MNIST IDX folder")
+    if FLAGS.checkpoints:
+        specs = {}
+        for item in FLAGS.checkpoints:
+            label, _, path = item.partition("=")
+            if not label or not path or label in specs:
+                raise validation.InputError(f"--checkpoints: {item!r} is not a new label=path.keras pair "
+                                            "(e.g. sb=runs/a/best.keras,mnv2=runs/b/best.keras).")
+            specs[label] = validation.check_keras_archive(f"--checkpoints {label}", path)
+    else:
+        validation.check_choices("--models", FLAGS.models, BACKBONES)
+        validation.check_number("--image_size", FLAGS.image_size, low=32, integer=True)
+        validation.check_number("--num_classes", FLAGS.num_classes, low=1, integer=True)
+        specs = {f"{m}_{FLAGS.head}": (m, FLAGS.head, FLAGS.image_size, FLAGS.num_classes) for m in FLAGS.models}
+    if FLAGS.reference and FLAGS.reference not in specs:
+        raise validation.InputError(f"--reference {FLAGS.reference!r} is none of {', '.join(specs)}.")
+    return specs
+
+
 def main(argv):
-    del argv
-    from keras_skipblock.litert import LiteRTError
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from keras_skipblock.litert import benchmark as bench
     from keras_skipblock.litert import detection as det
 
-    if FLAGS.checkpoints:
-        specs = dict(item.split("=", 1) for item in FLAGS.checkpoints)
-    else:
-        specs = {f"{m}_{FLAGS.head}": (m, FLAGS.head, FLAGS.image_size, FLAGS.num_classes) for m in FLAGS.models}
+    specs = detector_specs()
     reference = FLAGS.reference or list(specs)[-1]
-    try:
-        paths, info = det.build_detector_files(specs, FLAGS.modes, os.path.join(FLAGS.output_dir, "models"),
-                                               data_dir=FLAGS.data_dir)
-        raw = bench.interleaved(paths, FLAGS.rounds, FLAGS.num_runs, FLAGS.warmup_runs, FLAGS.num_threads)
-    except LiteRTError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    paths, info = det.build_detector_files(specs, FLAGS.modes, os.path.join(FLAGS.output_dir, "models"),
+                                           data_dir=FLAGS.data_dir)
+    raw = bench.interleaved(paths, FLAGS.rounds, FLAGS.num_runs, FLAGS.warmup_runs, FLAGS.num_threads)
     table = det.detection_benchmark_table(raw, info, reference)
     title = (f"LiteRT detector latency, {FLAGS.num_threads} thread, batch 1, NMS included, "
              f"{FLAGS.rounds} interleaved rounds x {FLAGS.num_runs} runs ({os.cpu_count()} cores)")
@@ -63,4 +84,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from keras_skipblock.validation import run_cli
+
+    run_cli(main)

@@ -86,10 +86,8 @@ def check_flags():
     validation.check_number("--max_abs_diff", FLAGS.max_abs_diff, low=0, low_open=True)
     validation.check_number("--min_agreement", FLAGS.min_agreement, low=0, high=1)
     for flag in ("representative_data", "verify_data"):
-        source = FLAGS[flag].value
-        if source and source not in ("fashion_mnist", "digits"):
-            validation.check_dir(f"--{flag}", source, "folder", "Pass fashion_mnist, digits or a "
-                                 "folder of class sub-folders of images.")
+        if FLAGS[flag].value:
+            validation.check_image_source(f"--{flag}", FLAGS[flag].value)
     if FLAGS.data_dir:
         validation.check_dir("--data_dir", FLAGS.data_dir, "Fashion-MNIST IDX folder")
 

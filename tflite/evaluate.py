@@ -41,9 +41,7 @@ def main(argv):
         validation.check_tflite_file("--tflite", path)
     if FLAGS.checkpoint:
         validation.check_model_file("--checkpoint", FLAGS.checkpoint, (".keras", ".pth", ".pt"))
-    if FLAGS.dataset not in ("fashion_mnist", "digits"):
-        validation.check_dir("--dataset", FLAGS.dataset, "folder", "Pass fashion_mnist, digits or a "
-                             "folder of class sub-folders of images.")
+    validation.check_image_source("--dataset", FLAGS.dataset)
     if FLAGS.data_dir:
         validation.check_dir("--data_dir", FLAGS.data_dir, "Fashion-MNIST IDX folder")
     validation.check_number("--limit", FLAGS.limit, low=1, integer=True, allow_none=True,
