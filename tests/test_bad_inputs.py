@@ -1,8 +1,8 @@
 """Every bad input gets one clear error (issue 19).
 
 Each command-line case runs the script's own entry point in this process (absl flags
-are removed again after each run) and asserts exit status 2, exactly one `error:` line
-on stderr that names the problem, no traceback, no SUMMARY, and, where the case would
+are removed again after each run) and asserts exit status 2, stderr of exactly one
+`error:` line that names the problem, no traceback, no SUMMARY, and, where the case would
 write something, that nothing was left behind. Each API case asserts a ValueError (or
 the documented TensorFlow error) with a one-line message. No case trains a model.
 """
@@ -324,7 +324,7 @@ def test_command_line(files, case, script, args, expected, absent):
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     print(f"CASE {case} | {code} | {errors[0] if errors else err[-300:]!r}")  # the table, with -s
     assert code == 2, (code, out[-2000:], err[-3000:])
-    assert len(errors) == 1, err[-3000:]
+    assert len(errors) == 1 and len(err.splitlines()) == 1, err[-3000:]  # one line, nothing else
     assert expected.format(**values) in errors[0], errors[0]
     assert "Traceback" not in err and "SUMMARY" not in out, err[-3000:]
     if absent:

@@ -70,9 +70,19 @@ def tfds_builder(name, data_dir=None, manual_dir=None, prepare=True):
     A failed preparation removes what it wrote.
     """
     import tensorflow_datasets as tfds
+    from absl import logging as absl_logging
 
-    builder = tfds.builder(name, data_dir=data_dir)
-    if builder.is_prepared():
+    # TFDS warns that the variant folder of a data set not on disk has no dataset_info.json;
+    # our error below says where it looked and what to do, so that line is only noise.
+    verbosity = absl_logging.get_verbosity()
+    if verbosity < absl_logging.INFO:  # absl: higher is more verbose; --verbose keeps it
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+        prepared = builder.is_prepared()
+    finally:
+        absl_logging.set_verbosity(verbosity)
+    if prepared:
         return builder
     where = f"TFDS data dir {builder.data_dir}"
     if manual_dir:
