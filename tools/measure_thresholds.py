@@ -26,7 +26,7 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
 
-flags.DEFINE_list("only", ["tflite", "bias_loss_model", "distributed", "skipblocknet"],
+flags.DEFINE_list("only", ["tflite", "bias_loss_model", "distributed", "skipblocknet", "detection_int8"],
                   "Which measurements.")
 flags.DEFINE_string("seeds", "0-4", "Seeds: 'a-b' or a comma list.")
 flags.DEFINE_list("onednn", ["0", "1"], "TF_ENABLE_ONEDNN_OPTS values.")
@@ -107,8 +107,19 @@ def _skipblocknet(seed):
     return {"short_fit_loss_ratio": (losses[-1] / losses[0], "<", t.MAX_SHORT_FIT_LOSS_RATIO)}
 
 
+def _detection_int8(seed):
+    from keras_skipblock.litert import detection as litert_detection
+
+    import test_detection as t
+
+    model = t.train_tiny_detector(seed)[0]
+    int8 = litert_detection.convert_detector(model, "int8", litert_detection.scene_images(64, t.SMALL, "train"))
+    return {"int8_box_match": (t.int8_box_match(model, int8), ">=", t.MIN_INT8_BOX_MATCH)}
+
+
 MEASUREMENTS = {"tflite": _tflite, "bias_loss_model": _bias_loss_model,
-                "distributed": _distributed, "skipblocknet": _skipblocknet}
+                "distributed": _distributed, "skipblocknet": _skipblocknet,
+                "detection_int8": _detection_int8}
 
 
 def _seeds(spec):
