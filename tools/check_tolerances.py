@@ -83,15 +83,16 @@ def main(_):
                 for row in rows:
                     key = (row["test"], row["what"])
                     worst[key][eps] = max(worst[key].get(eps, 0.0), row["ratio"])
+    names = {key: f"{key[0].split('tests/')[-1]} :: {key[1]}" for key in worst}
+    width = max(map(len, names.values()), default=12) + 2
     header = "".join(f"{'eps=' + format(e, '.2g'):>13}" for e in epsilons)
-    print(f"\n{'test :: what':<90}{header}  rule")
+    print(f"\n{'test :: what':<{width}}{header}  rule")
     broken = 0
     for (test, what), by_eps in sorted(worst.items()):
         ok = all(by_eps.get(e, 0.0) <= limit for e, limit in RULE.items() if e in by_eps)
         broken += not ok
         cells = "".join(f"{by_eps[e]:>13.3g}" if e in by_eps else f"{'-':>13}" for e in epsilons)
-        name = f"{test.split('tests/')[-1]} :: {what}"
-        print(f"{name[:89]:<90}{cells}  {'ok' if ok else 'BROKEN'}")
+        print(f"{names[(test, what)]:<{width}}{cells}  {'ok' if ok else 'BROKEN'}")
     overall = {e: max(v.get(e, 0.0) for v in worst.values()) for e in epsilons}
     print("\nworst error/bound: " + ", ".join(f"eps={e:.3g}: {r:.3g}" for e, r in overall.items()))
     print(f"{len(worst)} bounds, {broken} break the rule (<= 1/3 at 2^-23, <= 1 at 2^-20); "
