@@ -14,16 +14,16 @@ setup(
         "keras>=3.5",
         "tensorflow>=2.17",
         "tensorflow-datasets>=4.9",
-        "tensorflow-model-optimization>=0.8",
         "keras-cv>=0.9",
         "absl-py>=1.4",
         "tensorboard>=2.17",  # the recipes' TensorBoard logs
         "importlib_resources>=6",  # TFDS's imagenet2012 builder imports it
         "ai-edge-litert>=2.3",
         "numpy>=1.26",
+        "scikit-learn>=1.4",  # the `digits` data set (conversion/evaluation --representative_data=digits)
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.4", "matplotlib>=3.8"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "matplotlib>=3.8"],
         "plots": ["matplotlib>=3.8"],
     },
 )
