@@ -5,6 +5,8 @@ import math
 
 import keras
 
+from keras_skipblock import _compat
+
 
 def _size(shape):
     return math.prod(int(d) for d in shape if d is not None)
@@ -41,7 +43,7 @@ def layer_macs(model):
                 counts[f"{layer.name}/{name}"] = counts.get(f"{layer.name}/{name}", 0) + macs
             continue
         total = 0
-        for node in layer._inbound_nodes:
+        for node in _compat.inbound_nodes(layer):
             inputs, outputs = node.input_tensors, node.output_tensors
             if not inputs or not outputs:
                 continue

@@ -11,6 +11,7 @@ import inspect
 import keras
 from keras import ops
 
+from keras_skipblock import _compat
 from keras_skipblock.losses import BiasLoss
 
 LOGITS = "logits"
@@ -81,7 +82,7 @@ class BiasLossModel(keras.Model):
             else:
                 total = _reduce(loss_fn(y, predictions), sample_weight, "sum_over_batch_size")
         for extra in self.losses:  # weight regularizers and add_loss terms
-            total = total + self._aggregate_additional_loss(extra)
+            total = total + _compat.aggregate_additional_loss(self, extra)
         return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -126,9 +127,7 @@ def _expects_logits(loss):
 def _reduce(losses, sample_weight, reduction):
     # Keras' own reduction keeps sample_weight/class_weight and tf.distribute
     # scaling identical to its built-in losses.
-    from keras.src.losses.loss import reduce_weighted_values
-
-    return reduce_weighted_values(losses, sample_weight=sample_weight, reduction=reduction)
+    return _compat.reduce_weighted_values(losses, sample_weight, reduction)
 
 
 # -- wrapping any classifier ------------------------------------------------

@@ -51,6 +51,7 @@ import re
 import keras
 import numpy as np
 
+from keras_skipblock import _compat
 from keras_skipblock.losses import sample_variance
 
 DEFAULT_LAYERS = (5, 20, "last")
@@ -202,7 +203,7 @@ def _ordinal(n):
 def _consumers(model):
     """{id(tensor): [node, ...]} for the nodes of `model`'s own graph."""
     consumers = {}
-    for nodes in model._nodes_by_depth.values():
+    for nodes in _compat.nodes_by_depth(model).values():
         for node in nodes:
             for tensor in node.input_tensors:
                 consumers.setdefault(id(tensor), []).append(node)
@@ -217,8 +218,8 @@ def _is_activation(layer):
 
 def _own_output(model, layer):
     """The output tensor of `layer`'s call inside `model`'s graph."""
-    own = {id(node) for nodes in model._nodes_by_depth.values() for node in nodes}
-    for node in layer._inbound_nodes:
+    own = {id(node) for nodes in _compat.nodes_by_depth(model).values() for node in nodes}
+    for node in _compat.inbound_nodes(layer):
         if id(node) in own:
             if len(node.output_tensors) != 1:
                 raise ValueError(f"layer {layer.name!r} has {len(node.output_tensors)} outputs.")

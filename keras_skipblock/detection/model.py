@@ -23,6 +23,7 @@ Loss weighs per anchor (see `keras_skipblock.detection.loss`).
 import keras
 from keras import layers
 
+from keras_skipblock import _compat
 from keras_skipblock.detection.anchors import SSD_ANCHORS, anchors_per_location
 from keras_skipblock.detection.loss import MultiboxLoss
 
@@ -84,9 +85,11 @@ def backbone_features(backbone):
     if not strided:
         raise ValueError(f"{backbone.name} has no stride-2 depthwise convolution to split at.")
     tensor = strided[-1].input
-    producer = tensor._keras_history.operation
-    if isinstance(producer, layers.ZeroPadding2D):
-        tensor = producer.input
+    # The layer that produced it, found by its public output (not the tensor's _keras_history).
+    padding = [layer for layer in backbone.layers
+               if isinstance(layer, layers.ZeroPadding2D) and layer.output is tensor]
+    if padding:
+        tensor = padding[0].input
     return tensor, backbone.output
 
 
@@ -149,7 +152,7 @@ class SSDDetector(keras.Model):
             self.bias_weight_tracker.update_state(parts["bias_weight"])
             self.bias_clamped_tracker.update_state(parts["bias_clamped"])
         for extra in self.losses:  # weight decay
-            total = total + self._aggregate_additional_loss(extra)
+            total = total + _compat.aggregate_additional_loss(self, extra)
         return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):

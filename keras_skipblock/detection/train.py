@@ -16,6 +16,7 @@ from typing import Optional
 import keras
 import numpy as np
 
+from keras_skipblock import _compat
 from keras_skipblock.data.folder import corrupt_images_named
 from keras_skipblock.detection import data as data_lib
 from keras_skipblock.detection.anchors import generate_anchors
@@ -88,12 +89,12 @@ class ValidationMAP(keras.callbacks.Callback):
         if callbacks_lib.has_ema(self.model) and self.model.optimizer.built:
             swapper = callbacks_lib.SwapEMAWeights()  # exact, compiled swap
             swapper.set_model(self.model)
-            swapper._swap_variables()
+            _compat.swap_ema_weights(swapper)
         try:
             result = evaluate_map(self.model, self.images, self.truth, self.anchors)
         finally:
             if swapper is not None:
-                swapper._swap_variables()
+                _compat.swap_ema_weights(swapper)
         if logs is not None:
             logs["val_map"] = result["map_area"]
             logs["val_map_11point"] = result["map_11point"]

@@ -31,6 +31,7 @@ import os
 
 import numpy as np
 
+from keras_skipblock import _compat
 from keras_skipblock.litert.errors import LiteRTError
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
@@ -183,10 +184,8 @@ def int8_friendly_ops():
     """While active, Keras' TensorFlow backend traces hard-swish and
     non-overlapping average pooling as mathematically equal ops that XNNPACK
     runs in int8 (see the module docstring). Affects tracing only."""
-    from keras.src import backend
-    from keras.src.backend.tensorflow import nn as tf_nn
-
-    if backend.backend() != "tensorflow" or backend.nn is not tf_nn:
+    tf_nn = _compat.keras_tensorflow_nn()
+    if tf_nn is None:
         yield  # another backend: nothing to patch, convert as is
         return
     saved = tf_nn.hard_silu, tf_nn.average_pool
@@ -205,9 +204,6 @@ def serving_function(model, input_shape):
     """Concrete function with the weights frozen to constants:
     "serving_default": images (1, H, W, C) float32 -> {"logits": (1, classes)}."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
 
     spec = tf.TensorSpec((1,) + tuple(input_shape), tf.float32, name="images")
 
@@ -217,7 +213,7 @@ def serving_function(model, input_shape):
 
     # Freezing first: handing the converter the model's variables instead
     # keeps them as resource variables, which int8 calibration cannot read.
-    frozen = convert_variables_to_constants_v2(logits.get_concrete_function())
+    frozen = _compat.convert_variables_to_constants_v2(logits.get_concrete_function())
 
     @tf.function(input_signature=[spec])
     def serve(images):  # re-wrapped so that the output keeps its name
@@ -297,7 +293,7 @@ def recalibrate_batchnorm(model, images, batch_size=64):
     """
     import keras
 
-    layers = [layer for layer in model._flatten_layers()
+    layers = [layer for layer in _compat.flatten_layers(model, include_self=True)
               if isinstance(layer, keras.layers.BatchNormalization)]
     saved = [layer.momentum for layer in layers]
     for layer in layers:

@@ -27,6 +27,7 @@ import os
 
 import numpy as np
 
+from keras_skipblock import _compat
 from keras_skipblock.litert.errors import LiteRTError, VerificationError
 
 OUTPUTS = ("boxes", "classes", "scores", "count")
@@ -84,7 +85,6 @@ def _postprocess(deltas, logits, anchors, max_detections, iou_threshold, score_t
 def serving_function(model, anchors, max_detections=100, iou_threshold=0.45, score_threshold=0.01):
     """Frozen concrete function images (1, H, W, 3) -> {"boxes", "classes", "scores", "count"}."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     spec = tf.TensorSpec((1,) + shape, tf.float32, name="images")
@@ -94,7 +94,7 @@ def serving_function(model, anchors, max_detections=100, iou_threshold=0.45, sco
         outputs = model(images, training=False)
         return outputs["boxes"], outputs["logits"]
 
-    frozen = convert_variables_to_constants_v2(raw.get_concrete_function())
+    frozen = _compat.convert_variables_to_constants_v2(raw.get_concrete_function())
     anchors = np.asarray(anchors, "float32")
 
     @tf.function(input_signature=[spec])

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from keras_skipblock import _compat
 from keras_skipblock.litert.errors import LiteRTError
 
 
@@ -80,7 +81,7 @@ def op_summary(model):
         "model_path": str(model)}
     interpreter = Interpreter(num_threads=1, **kwargs)
     interpreter.allocate_tensors()
-    details = interpreter._get_ops_details()  # noqa: SLF001  the only public view of the nodes
+    details = _compat.interpreter_ops_details(interpreter)
     delegates = [op for op in details if op["op_name"] == "DELEGATE"]
     originals = [op for op in details if op["op_name"] != "DELEGATE"]
     if not delegates:  # nothing delegated: everything runs on LiteRT kernels

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_skipblock import _compat
 from keras_skipblock.training.strategy import is_multi_worker
 
 BACKUP_DIR = "backup"
@@ -47,9 +48,8 @@ def _swap_with_averages(optimizer):
         variable.assign(average)
         average.assign(value)
 
-    strategy = optimizer._distribution_strategy or tf.distribute.get_strategy()
-    for variable, average in zip(optimizer._trainable_variables,
-                                 optimizer._model_variables_moving_average):
+    strategy = _compat.optimizer_strategy(optimizer) or tf.distribute.get_strategy()
+    for variable, average in _compat.ema_pairs(optimizer):
         strategy.extended.update(variable.value, swap, args=(average.value,))
 
 
@@ -78,10 +78,10 @@ class EMAModelCheckpoint(keras.callbacks.ModelCheckpoint):
     def _save_model(self, epoch, batch, logs):
         swap = has_ema(self.model) and getattr(self.model.optimizer, "built", False)
         if swap:
-            self._swapper._swap_variables()
+            _compat.swap_ema_weights(self._swapper)
         try:
-            path = self._get_file_path(epoch, batch, logs)
-            if self._should_save_model(epoch, batch, logs, path):
+            path = _compat.checkpoint_file_path(self, epoch, batch, logs)
+            if _compat.checkpoint_should_save(self, epoch, batch, logs, path):
                 self.best_weights = self.model.get_weights()
                 if self.write:
                     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -89,7 +89,7 @@ class EMAModelCheckpoint(keras.callbacks.ModelCheckpoint):
                     save(path, overwrite=True)
         finally:
             if swap:
-                self._swapper._swap_variables()
+                _compat.swap_ema_weights(self._swapper)
 
 
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -128,8 +128,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         previous one (listed second, so it wins) holds that step.
         """
         held = {}
-        for weights, metadata in ((self._weights_path, self._training_metadata_path),
-                                  (self._prev_weights_path, self._prev_training_metadata_path)):
+        for weights, metadata in _compat.backup_files(self):
             key = _backup_key(weights, metadata)
             if key is not None:
                 held[key] = weights
@@ -142,7 +141,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             if not weights.endswith(".weights.h5"):  # the previous backup, "....h5.bkp"
                 weights = shutil.copy(weights, os.path.join(scratch, "previous.weights.h5"))
             self.model.load_weights(weights)
-        self.model._initial_epoch = key[0]
+        _compat.set_initial_epoch(self.model, key[0])
 
 
 def _backup_key(weights, metadata):
@@ -192,7 +191,7 @@ def restore_best_weights(model, callbacks, best_path):
     elif has_ema(model) and model.optimizer.built:
         swapper = SwapEMAWeights()
         swapper.set_model(model)
-        swapper._swap_variables()
+        _compat.swap_ema_weights(swapper)
         source = "EMA"
     else:
         source = "last step"

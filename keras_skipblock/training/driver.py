@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 import keras
 import tensorflow as tf
 
+from keras_skipblock import _compat
 from keras_skipblock.models.authors_weights import is_authors_checkpoint, load_authors_weights
 from keras_skipblock.models.torch_state_dict import CheckpointError
 from keras_skipblock.training import callbacks as callbacks_lib
@@ -134,9 +135,9 @@ def load_matching_weights(model, checkpoint):
         with_weights = [layer for layer in model.layers if layer.weights]
         return len(with_weights) - len(skipped), skipped
     source = keras.saving.load_model(checkpoint, compile=False)
-    by_name = {layer.name: layer for layer in source._flatten_layers(include_self=False)}
+    by_name = {layer.name: layer for layer in _compat.flatten_layers(source)}
     copied, skipped = 0, []
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _compat.flatten_layers(model):
         weights = layer.get_weights()
         if not weights:
             continue

@@ -10,6 +10,8 @@ warm-up from 1e-6 covers the first steps where that matters.
 import keras
 from keras import ops
 
+from keras_skipblock import _compat
+
 PAPER_EMA_DECAY = 0.9999  # EfficientNet's reference; the paper prints 0.99995
 RMSPROP_EPSILON = 0.001
 
@@ -28,10 +30,10 @@ class _EMAWarmup:
         if not self.use_ema:
             return
         if not self.ema_warmup:
-            return super()._update_model_variables_moving_average(trainable_variables)
+            return _compat.keras_ema_update(super(), trainable_variables)
         steps = ops.cast(self.iterations, "float32")
         momentum = ops.minimum(self.ema_momentum, (1.0 + steps) / (10.0 + steps))
-        for var, average in zip(trainable_variables, self._model_variables_moving_average):
+        for var, average in zip(trainable_variables, _compat.ema_averages(self)):
             if average is not None:
                 m = ops.cast(momentum, var.dtype)
                 average.assign(m * average + (1.0 - m) * var)
@@ -79,7 +81,7 @@ def add_weight_decay(model, weight_decay):
         return 0
     regularizer = keras.regularizers.L2(weight_decay / 2.0)
     count = 0
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _compat.flatten_layers(model):
         for attribute in KERNEL_ATTRIBUTES:
             variable = getattr(layer, attribute, None)
             if isinstance(variable, keras.Variable) and variable.trainable:
@@ -90,6 +92,6 @@ def add_weight_decay(model, weight_decay):
 
 def set_bn_momentum(model, momentum):
     """Set every BatchNormalization layer's momentum (short runs need a faster one)."""
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _compat.flatten_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = momentum

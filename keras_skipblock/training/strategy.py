@@ -1,9 +1,8 @@
 """tf.distribute strategies by name: default | mirrored | multi_worker | tpu."""
 
 import tensorflow as tf
-from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
-from tensorflow.python.distribute import multi_worker_util
-from tensorflow.python.eager import context
+
+from keras_skipblock import _compat
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
@@ -69,16 +68,9 @@ def configure_heartbeat_timeout(seconds):
     Call before the strategy is made; does nothing with fewer than 2 workers
     or when the service is already configured."""
     cluster = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
-    if _worker_count(cluster.as_dict()) < 2 or context.context().coordination_service is not None:
+    if _worker_count(cluster.as_dict()) < 2 or _compat.coordination_service_configured():
         return
-    context.context().configure_coordination_service(
-        service_type="standalone",
-        service_leader=multi_worker_util.coordination_leader(cluster),
-        coordinated_jobs=[
-            coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster.num_tasks(job))
-            for job in ("chief", "worker") if job in cluster.jobs],
-        heartbeat_timeout_in_ms=int(seconds * 1000),
-    )
+    _compat.configure_coordination_service(cluster, int(seconds * 1000))
 
 
 def _worker_count(cluster):
