@@ -11,8 +11,10 @@ setup(
     packages=find_packages(include=["keras_skipblock", "keras_skipblock.*"]),
     python_requires=">=3.10",
     install_requires=[
-        "keras>=3.5",
-        "tensorflow>=2.17",
+        # Tested with keras 3.15.1, tensorflow 2.21.0; _compat's tests fail loudly on a release
+        # that changes what we use. The floors are untested here (no venv with the oldest yet).
+        "keras>=3.5,<3.16",
+        "tensorflow>=2.17,<2.22",
         "tensorflow-datasets>=4.9",
         "keras-cv>=0.9",
         "absl-py>=1.4",
