@@ -80,12 +80,11 @@ def assert_close(actual, reference, rtol, atol=None, what=""):
     assert actual.shape == reference.shape, (what, actual.shape, reference.shape)
     if atol is None:
         atol = rtol * rms(reference)
-    bound = rtol * np.abs(reference) + atol
-    error = np.abs(actual - reference)
-    ratio = float(np.max(error / np.maximum(bound, np.finfo("float64").tiny))) if error.size else 0.0
+    ratios = np.abs(actual - reference) / np.maximum(rtol * np.abs(reference) + atol, np.finfo("float64").tiny)
+    ratio = float(ratios.max()) if ratios.size else 0.0
     record(what, ratio)
     if not _RECORD_ONLY:
-        worst = np.unravel_index(np.argmax(error / np.maximum(bound, 1e-300)), error.shape) if error.size else ()
+        worst = np.unravel_index(np.argmax(ratios), ratios.shape) if ratios.size else ()
         assert ratio <= 1.0, (
             f"{what}: |actual - reference| reaches {ratio:.3g}x its bound (rtol {rtol:g}, atol {atol:.3g}); "
             f"worst element {worst}: {actual[worst]!r} vs {reference[worst]!r}")
