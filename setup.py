@@ -11,11 +11,12 @@ setup(
     packages=find_packages(include=["keras_skipblock", "keras_skipblock.*"]),
     python_requires=">=3.10",
     install_requires=[
-        # Tested with keras 3.15.1, tensorflow 2.21.0; _compat's tests fail loudly on a release
-        # that changes what we use. The floors are untested here (no venv with the oldest yet).
-        "keras>=3.5,<3.16",
+        # Tested with keras 3.15.1 / tensorflow 2.21.0 (.venv) and with every floor below
+        # (.venv-oldest, tools/oldest-versions.txt; CI runs the fast tests there). _compat's tests
+        # fail loudly on a release that changes a private API we use.
+        "keras>=3.15,<3.16",  # 3.14 cannot revive a saved BiasLossModel; <= 3.13 rejects its metrics
         "tensorflow>=2.17,<2.22",
-        "tensorflow-datasets>=4.9",
+        "tensorflow-datasets>=4.9.3",  # 4.9.0's protos need protobuf <= 3.20, TF 2.17 has 4.25
         "keras-cv>=0.9",
         "absl-py>=1.4",
         "tensorboard>=2.17",  # the recipes' TensorBoard logs

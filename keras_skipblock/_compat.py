@@ -136,11 +136,21 @@ def coordination_service_configured():
     return context.context().coordination_service is not None
 
 
+def coordination_config_protos():
+    """TF's coordination_config_pb2 module (CoordinatedJob)."""
+    # Why private: the proto is not exported; TF 2.18 moved it from tsl/ to compiler/xla/tsl/.
+    try:
+        from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    except ImportError:  # TF 2.17
+        from tensorflow.tsl.protobuf import coordination_config_pb2
+    return coordination_config_pb2
+
+
 def configure_coordination_service(cluster, heartbeat_timeout_ms):
     """Configure the coordination service for `cluster` (a tf.train.ClusterSpec) as TF's
     MultiWorkerMirroredStrategy does (same leader, chief and worker jobs), with our heartbeat timeout."""
     # Why private: the strategy takes no timeout, and only the eager context can configure the service.
-    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    coordination_config_pb2 = coordination_config_protos()
     from tensorflow.python.distribute import multi_worker_util
     from tensorflow.python.eager import context
 

@@ -281,7 +281,7 @@ def test_coordination_service():
     with entry("configure_coordination_service"):
         # Configuring it would tie this process to a cluster; the multi_worker test runs it for real.
         # Here: every name it uses exists and takes what it passes.
-        from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+        coordination_config_pb2 = _compat.coordination_config_protos()
         from tensorflow.python.distribute import multi_worker_util
         from tensorflow.python.eager import context
 
