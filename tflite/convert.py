@@ -1,4 +1,5 @@
-"""Convert a Keras model to a batch-1, logits-only LiteRT `.tflite` and verify it.
+"""Convert a Keras classifier (logits only) or SSD detector (boxes, classes, scores,
+count; NMS inside) to a batch-1 LiteRT `.tflite` and verify it.
 
   python tflite/convert.py --checkpoint=runs/fmnist/best.keras --output=model.tflite \
       --quantize=int8 --representative_data=fashion_mnist
@@ -100,12 +101,7 @@ def convert():
     try:
         model = load_keras_model(FLAGS.checkpoint, FLAGS.model, FLAGS.image_size,
                                  FLAGS.num_classes, FLAGS.channels)
-        from keras_skipblock.litert.detection import convert_detector_file, is_detector
-
-        if is_detector(model):  # an SSD from recipes/voc.py: NMS inside, verified on real scenes
-            convert_detector_file(model, FLAGS.output, FLAGS.quantize, FLAGS.num_calibration,
-                                  FLAGS.num_verify, FLAGS.verify, FLAGS.data_dir)
-            return 0
+        # A classifier, or an SSD from recipes/voc.py (NMS inside, checked on real scenes).
         convert_file(
             model, FLAGS.output, FLAGS.quantize, FLAGS.representative_data, FLAGS.num_calibration,
             FLAGS.verify_data, FLAGS.num_verify, FLAGS.verify, FLAGS.max_abs_diff,
