@@ -415,7 +415,13 @@ def test_one_litert_path_for_detector_and_classifier(trained):
         assert result.passed, result.describe()
     with pytest.raises(litert.LiteRTError, match="detector converts with quantize 'none' or 'int8'"):
         litert.convert(detector, "float16")
+    with pytest.raises(litert.LiteRTError, match="is a classifier; a DetectorSpec cannot"):
+        litert.convert(classifier, spec=litert.DetectorSpec())
     assert litert.requires_calibration(detector) and litert.requires_calibration(classifier)
+    # A spec's settings reach the serving function: NMS keeps at most 5 boxes.
+    runner = litert.LiteRTDetector(litert.convert(detector, spec=litert.DetectorSpec(max_detections=5)))
+    assert all(len(boxes) <= 5 for boxes, _, _ in runner.detect(images))
+    assert runner.runner.get_output_details()["boxes"]["shape"].tolist() == [1, 5, 4]
 
 
 def _op_types(flatbuffer):

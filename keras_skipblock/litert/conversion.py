@@ -276,8 +276,7 @@ def _postprocess(deltas, logits, anchors, max_detections, iou_threshold, score_t
             tf.reduce_sum(mask))
 
 
-def detector_serving_function(model, input_shape, max_detections=100, iou_threshold=0.45,
-                              score_threshold=0.01):
+def detector_serving_function(model, input_shape, max_detections, iou_threshold, score_threshold):
     """A detector's concrete function, weights frozen: images (1, H, W, 3) ->
     {"boxes" (1, K, 4) rel_xyxy, "classes" (1, K), "scores" (1, K), "count" (1,)}, all
     float32, after per-class NMS; rows past `count` are zeros."""
@@ -309,7 +308,7 @@ def requires_calibration(model):
 
 
 def convert(model, quantize="none", representative_images=None, int8_friendly=True,
-            io_type="float32", input_shape=None):
+            io_type="float32", input_shape=None, spec=None):
     """Convert `model` (a classifier or a detector) to a LiteRT flatbuffer (bytes).
 
     Args:
@@ -323,13 +322,15 @@ def convert(model, quantize="none", representative_images=None, int8_friendly=Tr
             forms XNNPACK runs in int8 (`int8_friendly_ops`).
         io_type: "float32" (default) or "int8" input/output for an int8 classifier.
         input_shape: (H, W, C), default the model's.
+        spec: the task's spec (default `tasks.spec_for(model)`), e.g. a DetectorSpec with
+            other NMS settings.
     """
     return convert_with_reference(model, quantize, representative_images, int8_friendly, io_type,
-                                  input_shape)[0]
+                                  input_shape, spec)[0]
 
 
 def convert_with_reference(model, quantize="none", representative_images=None, int8_friendly=True,
-                           io_type="float32", input_shape=None):
+                           io_type="float32", input_shape=None, spec=None):
     """`convert`, returning (flatbuffer, float32 flatbuffer or None).
 
     An int8 detector is converted to float32 on the way (to name the tensors kept float);
@@ -340,7 +341,7 @@ def convert_with_reference(model, quantize="none", representative_images=None, i
 
     from keras_skipblock.litert.tasks import spec_for  # tasks builds on this module
 
-    spec = spec_for(model)
+    spec = spec_for(model, spec)
     if quantize not in QUANTIZE_MODES:
         raise LiteRTError(f"Unknown quantization {quantize!r}; use one of {QUANTIZE_MODES}.")
     if quantize not in spec.quantize_modes:

@@ -25,7 +25,8 @@ class ConversionResult:
 def convert_file(model, output, quantize="none", representative_data="fashion_mnist",
                  num_calibration=300, verify_data=None, num_verify=200, run_verification=True,
                  max_abs_diff=MAX_ABS_DIFF, min_agreement=MIN_AGREEMENT, int8_friendly=True,
-                 io_type="float32", recalibrate_bn=False, data_dir=None, image_size=None, log=print):
+                 io_type="float32", recalibrate_bn=False, data_dir=None, image_size=None, log=print,
+                 spec=None):
     """Convert `model` (classifier or detector), write `output`, and verify it on real images.
 
     Calibration images come from the *train* split and verification images
@@ -34,9 +35,10 @@ def convert_file(model, output, quantize="none", representative_data="fashion_mn
     so the check does not reuse calibration samples. Raises
     VerificationError when verification fails: after writing the file
     (kept for inspection), except where the task checks before writing
-    (int8 detectors: their mAP against float32), which writes nothing.
+    (int8 detectors: their mAP against float32), which writes nothing. `spec`: the
+    task's spec (default `tasks.spec_for(model)`).
     """
-    spec = spec_for(model)
+    spec = spec_for(model, spec)
     shape = input_shape_of(model, image_size)
     h, w, _ = shape
     if h != w:
@@ -55,7 +57,7 @@ def convert_file(model, output, quantize="none", representative_data="fashion_mn
         n = recalibrate_batchnorm(model, calibration[-64:])
         log(f"recalibrated {n} BatchNormalization layers on real images (untrained model)")
     flatbuffer, reference = convert_with_reference(model, quantize, calibration, int8_friendly=int8_friendly,
-                                                   io_type=io_type, input_shape=shape)
+                                                   io_type=io_type, input_shape=shape, spec=spec)
 
     def check():
         result = spec.verify(model, flatbuffer, images, quantize, max_abs_diff=max_abs_diff,

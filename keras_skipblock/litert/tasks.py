@@ -19,6 +19,7 @@ both tasks share one convert -> verify -> run -> benchmark path.
 
 import dataclasses
 
+from keras_skipblock.detection.postprocess import IOU_THRESHOLD, MAX_DETECTIONS, SCORE_THRESHOLD
 from keras_skipblock.litert import conversion, data
 from keras_skipblock.litert import runtime as runners
 from keras_skipblock.litert.errors import LiteRTError
@@ -72,9 +73,10 @@ class ClassifierSpec:
 
 @dataclasses.dataclass(frozen=True)
 class DetectorSpec:
-    max_detections: int = 100
-    iou_threshold: float = 0.45
-    score_threshold: float = 0.01
+    # NMS inside the `.tflite`; the defaults are `detection.detect`'s (SSD's), which verification mirrors.
+    max_detections: int = MAX_DETECTIONS
+    iou_threshold: float = IOU_THRESHOLD
+    score_threshold: float = SCORE_THRESHOLD
 
     name = "detector"
     outputs = runners.DETECTOR_OUTPUTS
@@ -113,9 +115,10 @@ class DetectorSpec:
     def verify(self, model, tflite_model, images, quantize, max_abs_diff=None, min_agreement=None,
                truth=None, reference=None):
         if quantize == "none":
-            return verify_detections(model, tflite_model, images)
+            return verify_detections(model, tflite_model, images, max_detections=self.max_detections,
+                                     iou_threshold=self.iou_threshold, score_threshold=self.score_threshold)
         if reference is None:
-            reference = conversion.convert(model, "none")
+            reference = conversion.convert(model, "none", spec=self)
         return check_int8_map(reference, tflite_model, images, truth, raise_on_failure=False)
 
     def checked_before_writing(self, quantize):
@@ -126,6 +129,13 @@ CLASSIFIER = ClassifierSpec()
 DETECTOR = DetectorSpec()
 
 
-def spec_for(model):
-    """The spec of `model`'s task: DETECTOR for an SSD from `build_detector`, else CLASSIFIER."""
-    return DETECTOR if is_detector(model) else CLASSIFIER
+def spec_for(model, spec=None):
+    """The spec of `model`'s task: DETECTOR for an SSD from `build_detector`, else CLASSIFIER.
+    A `spec` given (e.g. DetectorSpec(max_detections=10)) is checked against the model and returned."""
+    task = DetectorSpec if is_detector(model) else ClassifierSpec
+    if spec is None:
+        return DETECTOR if task is DetectorSpec else CLASSIFIER
+    if not isinstance(spec, task):
+        raise LiteRTError(f"{model.name} is a {task.name}; a {type(spec).__name__} cannot convert or verify it. "
+                          f"Pass a {task.__name__}, or no spec.")
+    return spec

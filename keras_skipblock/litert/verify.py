@@ -50,18 +50,18 @@ MIN_INT8_CHECK_SCENES = 200
 
 
 def verify(keras_model, tflite_model, images, quantize, max_abs_diff=MAX_ABS_DIFF,
-           min_agreement=MIN_AGREEMENT, raise_on_failure=True, truth=None, reference=None):
+           min_agreement=MIN_AGREEMENT, raise_on_failure=True, truth=None, reference=None, spec=None):
     """Run both models on `images` (real, float32 in the model's input range) and compare,
     as the model's task does (see the module docstring).
 
     `tflite_model`: path, bytes or the task's runner. Detectors only: `truth`, the
     images' DetectionExamples, and `reference`, the float32 `.tflite` (default: converted
-    here), for the int8 mAP check. Raises VerificationError when the check fails and
-    `raise_on_failure`.
+    here), for the int8 mAP check. `spec`: the task's spec (default `tasks.spec_for(keras_model)`).
+    Raises VerificationError when the check fails and `raise_on_failure`.
     """
     from keras_skipblock.litert.tasks import spec_for  # tasks builds on this module
 
-    result = spec_for(keras_model).verify(keras_model, tflite_model, images, quantize,
+    result = spec_for(keras_model, spec).verify(keras_model, tflite_model, images, quantize,
                                           max_abs_diff=max_abs_diff, min_agreement=min_agreement,
                                           truth=truth, reference=reference)
     if raise_on_failure and not result.passed:
@@ -169,12 +169,12 @@ def compare_detections(keras_detections, litert_detections, score_threshold=VERI
     return DetectionVerification(len(keras_detections), total, unmatched, worst_box, worst_score, passed)
 
 
-def verify_detections(model, tflite_model, images):
-    """A float32 detector's check: Keras (keras-cv NMS) vs LiteRT detections on `images`
-    (n, H, W, 3) in [-1, 1], by `compare_detections`."""
+def verify_detections(model, tflite_model, images, **nms_kwargs):
+    """A float32 detector's check: Keras (keras-cv NMS with `nms_kwargs`, those of the
+    `.tflite`) vs LiteRT detections on `images` (n, H, W, 3) in [-1, 1], by `compare_detections`."""
     from keras_skipblock.detection.postprocess import detect
 
-    keras_detections = detect(model, np.asarray(images, "float32"), detector_anchors(model))
+    keras_detections = detect(model, np.asarray(images, "float32"), detector_anchors(model), **nms_kwargs)
     return compare_detections(keras_detections, _detector(tflite_model).detect(images))
 
 
