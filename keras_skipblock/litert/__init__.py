@@ -9,20 +9,9 @@ The scripts in `tflite/` are thin command lines over this package.
 """
 
 from keras_skipblock.litert.conversion import (
-    POSTPROCESS_SCOPE,
-    QUANTIZE_MODES,
-    convert,
-    convert_with_reference,
-    detector_anchors,
-    detector_serving_function,
-    input_shape_of,
-    int8_friendly_ops,
-    keras_logits,
-    load_keras_model,
-    recalibrate_batchnorm,
-    requires_calibration,
-    serving_function,
-)
+    POSTPROCESS_SCOPE, QUANTIZE_MODES, convert, convert_with_reference, detector_anchors,
+    detector_serving_function, input_shape_of, int8_friendly_ops, keras_logits, load_keras_model,
+    recalibrate_batchnorm, requires_calibration, serving_function)
 from keras_skipblock.litert.data import load_images, scene_images, scenes
 from keras_skipblock.litert.errors import LiteRTError, VerificationError
 from keras_skipblock.litert.evaluate import keras_accuracy, tflite_accuracy
@@ -30,19 +19,8 @@ from keras_skipblock.litert.pipeline import ConversionResult, convert_file
 from keras_skipblock.litert.runtime import DETECTOR_OUTPUTS, LiteRTDetector, LiteRTModel, op_summary, write_tflite
 from keras_skipblock.litert.tasks import CLASSIFIER, DETECTOR, ClassifierSpec, DetectorSpec, is_detector, spec_for
 from keras_skipblock.litert.verify import (
-    MAX_ABS_DIFF,
-    MAX_BOX_DIFF,
-    MAX_INT8_MAP_DROP,
-    MIN_AGREEMENT,
-    MIN_INT8_CHECK_SCENES,
-    DetectionVerification,
-    Int8MapCheck,
-    Verification,
-    check_int8_map,
-    compare,
-    compare_detections,
-    verify,
-)
+    MAX_ABS_DIFF, MAX_BOX_DIFF, MAX_INT8_MAP_DROP, MIN_AGREEMENT, MIN_INT8_CHECK_SCENES,
+    DetectionVerification, Int8MapCheck, Verification, check_int8_map, compare, compare_detections, verify)
 
 __all__ = [
     # the one path, both tasks
