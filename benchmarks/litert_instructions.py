@@ -27,6 +27,8 @@ import tempfile
 
 from absl import app
 
+# Runs under valgrind, so it imports only ai_edge_litert: keras_skipblock would import TensorFlow,
+# minutes of start-up under callgrind. The files were opened with the package's runtime first.
 INVOKE = """
 import sys
 import numpy as np
@@ -78,14 +80,18 @@ def count(path, workdir):
 
 
 def main(argv):
+    from keras_skipblock import validation
+    from keras_skipblock.litert.runtime import open_interpreter
+
     paths = argv[1:]
     if not paths:
         raise app.UsageError("give one or more .tflite files; ratios are to the first")
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise app.UsageError(f"no such file: {', '.join(missing)}")
+    for path in paths:
+        validation.check_tflite_file("file", path)
     if not shutil.which("valgrind"):
-        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
+        raise validation.InputError("valgrind is not installed (Debian: apt-get install valgrind).")
+    for path in paths:  # a file LiteRT cannot load fails here, in one line, not under valgrind
+        open_interpreter(path)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for path in paths:
@@ -105,4 +111,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from keras_skipblock.validation import run_cli
+
+    run_cli(main)

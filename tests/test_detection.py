@@ -377,24 +377,51 @@ def test_train_detector_driver_end_to_end(tmp_path, capsys):
 
 
 def test_litert_detector_matches_keras(trained):
-    from keras_skipblock.litert import detection as litert_detection
-    from keras_skipblock.litert.runtime import op_summary
+    from keras_skipblock import litert
 
     model, anchors, _, _ = trained
-    flatbuffer = litert_detection.convert_detector(model)
-    ops = op_summary(flatbuffer)["ops"]
+    flatbuffer = litert.convert(model)
+    ops = litert.op_summary(flatbuffer)["ops"]
     assert ops["NON_MAX_SUPPRESSION_V5"] == 10 and not any(op.startswith("Flex") for op in ops)
-    images = litert_detection.scene_images(8, SMALL, "test")
-    runner = litert_detection.LiteRTDetector(flatbuffer)
-    litert = runner.detect(images)
+    images = litert.scene_images(8, SMALL, "test")
+    runner = litert.spec_for(model).runtime(flatbuffer)
+    litert_detections = runner.detect(images)
     keras_detections = detection.detect(model, images, anchors)
     # Every detection down to the 0.01 NMS score threshold has its twin.
-    result = litert_detection.compare_detections(keras_detections, litert, score_threshold=0.02)
+    result = litert.compare_detections(keras_detections, litert_detections, score_threshold=0.02)
     assert result.detections > 0, "the trained model should detect something"
     assert result.passed, result.describe()
-    for boxes, scores, classes in litert:
+    for boxes, scores, classes in litert_detections:
         assert boxes.shape[1:] == (4,) and len(boxes) == len(scores) == len(classes)
         assert np.all(np.diff(scores) <= 0) and np.all((classes >= 0) & (classes < 10))
+
+
+def test_one_litert_path_for_detector_and_classifier(trained):
+    """spec_for picks the task; the same convert and verify serve a detector and a classifier."""
+    import keras
+
+    from keras_skipblock import litert
+
+    detector = trained[0]
+    classifier = keras.Sequential([keras.Input((SMALL, SMALL, 3)), keras.layers.Conv2D(4, 3, strides=4),
+                                   keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    assert litert.spec_for(detector) is litert.DETECTOR and litert.spec_for(classifier) is litert.CLASSIFIER
+    images = litert.scene_images(8, SMALL, "test")
+    for model, spec in ((detector, litert.DETECTOR), (classifier, litert.CLASSIFIER)):
+        flatbuffer = litert.convert(model, "none")
+        runner = spec.runtime(flatbuffer)
+        assert set(runner.interpreter.get_signature_list()["serving_default"]["outputs"]) == set(spec.outputs)
+        result = litert.verify(model, flatbuffer, images, "none")
+        assert result.passed, result.describe()
+    with pytest.raises(litert.LiteRTError, match="detector converts with quantize 'none' or 'int8'"):
+        litert.convert(detector, "float16")
+    with pytest.raises(litert.LiteRTError, match="is a classifier; a DetectorSpec cannot"):
+        litert.convert(classifier, spec=litert.DetectorSpec())
+    assert litert.requires_calibration(detector) and litert.requires_calibration(classifier)
+    # A spec's settings reach the serving function: NMS keeps at most 5 boxes.
+    runner = litert.LiteRTDetector(litert.convert(detector, spec=litert.DetectorSpec(max_detections=5)))
+    assert all(len(boxes) <= 5 for boxes, _, _ in runner.detect(images))
+    assert runner.runner.get_output_details()["boxes"]["shape"].tolist() == [1, 5, 4]
 
 
 def _op_types(flatbuffer):
@@ -408,10 +435,10 @@ def _op_types(flatbuffer):
 
 
 def test_int8_detector_quantizes_the_network_and_keeps_post_processing_float(trained):
-    from keras_skipblock.litert import detection as litert_detection
+    from keras_skipblock import litert
 
     model, _, _, _ = trained
-    int8 = litert_detection.convert_detector(model, "int8", litert_detection.scene_images(64, SMALL, "train"))
+    int8 = litert.convert(model, "int8", litert.scene_images(64, SMALL, "train"))
     ops = _op_types(int8)
     convolutions = [op for op in ops if op[0] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
     assert convolutions and all(op[1][0] == "int8" and op[2] == ["int8"] for op in convolutions)
@@ -431,11 +458,11 @@ def test_int8_detector_quantizes_the_network_and_keeps_post_processing_float(tra
 def int8_box_match(model, int8):
     """The share of float32 `.tflite` detections (score >= 0.1, 96 test scenes) that have an
     int8 box of the same class with IoU >= 0.5."""
-    from keras_skipblock.litert import detection as litert_detection
+    from keras_skipblock import litert
 
-    images = litert_detection.scene_images(96, SMALL, "test")
-    float32 = litert_detection.LiteRTDetector(litert_detection.convert_detector(model)).detect(images)
-    quantized = litert_detection.LiteRTDetector(int8).detect(images)
+    images = litert.scene_images(96, SMALL, "test")
+    float32 = litert.LiteRTDetector(litert.convert(model)).detect(images)
+    quantized = litert.LiteRTDetector(int8).detect(images)
     ious = [max((_iou(box, other) for other, c in zip(q_boxes, q_classes) if c == label), default=0.0)
             for (boxes, scores, classes), (q_boxes, _, q_classes) in zip(float32, quantized)
             for box, score, label in zip(boxes, scores, classes) if score >= 0.1]
@@ -450,12 +477,14 @@ def _iou(a, b):
 
 
 def test_int8_detector_that_loses_map_is_refused_and_not_written(trained, tmp_path, monkeypatch):
-    from keras_skipblock.litert import VerificationError
-    from keras_skipblock.litert import detection as litert_detection
+    import importlib
 
-    monkeypatch.setattr(litert_detection, "MAX_INT8_MAP_DROP", -1.0)  # no int8 model can pass
+    from keras_skipblock import litert
+
+    checks = importlib.import_module("keras_skipblock.litert.verify")  # litert.verify is the function
+    monkeypatch.setattr(checks, "MAX_INT8_MAP_DROP", -1.0)  # no int8 model can pass
     output = tmp_path / "detector_int8.tflite"
-    with pytest.raises(VerificationError, match="int8 check FAILED.*nothing written"):
-        litert_detection.convert_detector_file(trained[0], str(output), "int8", num_calibration=16,
-                                               num_verify=8, log=lambda *a: None)
+    with pytest.raises(litert.VerificationError, match="int8 check FAILED.*nothing written"):
+        litert.convert_file(trained[0], str(output), "int8", num_calibration=16, num_verify=8,
+                            log=lambda *a: None)
     assert not output.exists()

@@ -214,6 +214,17 @@ def test_int8_needs_real_calibration_images(trained):
         litert.convert(trained, "int4")
 
 
+def test_classifier_spec(trained, int8_model):
+    """spec_for picks the classifier spec; its runtime and outputs are the logits runner's.
+    (tests/test_detection.py sends a detector and a classifier through the same convert/verify.)"""
+    spec = litert.spec_for(trained)
+    assert spec is litert.CLASSIFIER and spec.outputs == ("logits",)
+    assert spec.postprocess_scope is None and spec.quantize_modes == litert.QUANTIZE_MODES
+    assert isinstance(spec.runtime(int8_model), litert.LiteRTModel)
+    with pytest.raises(litert.LiteRTError, match="io_type='int8' needs quantize='int8'"):
+        litert.convert(trained, "none", io_type="int8")
+
+
 def test_verification_fails_loudly():
     keras_out = np.eye(10, dtype="float32")
     assert not litert.compare(keras_out, keras_out + 1e-3, "none").passed
@@ -229,9 +240,8 @@ def test_checkpoint_pipeline(trained, tmp_path):
     trained.save(checkpoint)
     model = litert.load_keras_model(checkpoint=checkpoint)
     # The pipeline's digits come from keras_skipblock.data, resized to 16x16.
-    result = __import__("keras_skipblock.litert.pipeline", fromlist=["x"]).convert_file(
-        model, str(tmp_path / "tiny.tflite"), "none", representative_data="digits",
-        num_verify=100, log=lambda *_: None)
+    result = litert.convert_file(model, str(tmp_path / "tiny.tflite"), "none", representative_data="digits",
+                                 num_verify=100, log=lambda *_: None)
     assert os.path.getsize(result.output) == result.size_bytes
     assert result.verification.passed and result.xnnpack_partitions == 1
 

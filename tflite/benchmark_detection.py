@@ -40,7 +40,9 @@ def detector_specs():
 
     for name, low in (("rounds", 1), ("num_runs", 1), ("warmup_runs", 0), ("num_threads", 1)):
         validation.check_number(f"--{name}", FLAGS[name].value, low=low, integer=True)
-    validation.check_choices("--modes", FLAGS.modes, ("none", "int8"))
+    from keras_skipblock.litert import DETECTOR
+
+    validation.check_choices("--modes", FLAGS.modes, DETECTOR.quantize_modes)
     validation.check_output_dir("--output_dir", FLAGS.output_dir)
     if FLAGS.data_dir:
         validation.check_dir("--data_dir", FLAGS.data_dir, "Fashion-MNIST IDX folder")
@@ -66,14 +68,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from keras_skipblock.litert import benchmark as bench
-    from keras_skipblock.litert import detection as det
 
     specs = detector_specs()
     reference = FLAGS.reference or list(specs)[-1]
-    paths, info = det.build_detector_files(specs, FLAGS.modes, os.path.join(FLAGS.output_dir, "models"),
-                                           data_dir=FLAGS.data_dir)
+    paths, info = bench.build_detector_files(specs, FLAGS.modes, os.path.join(FLAGS.output_dir, "models"),
+                                             data_dir=FLAGS.data_dir)
     raw = bench.interleaved(paths, FLAGS.rounds, FLAGS.num_runs, FLAGS.warmup_runs, FLAGS.num_threads)
-    table = det.detection_benchmark_table(raw, info, reference)
+    table = bench.detection_benchmark_table(raw, info, reference)
     title = (f"LiteRT detector latency, {FLAGS.num_threads} thread, batch 1, NMS included, "
              f"{FLAGS.rounds} interleaved rounds x {FLAGS.num_runs} runs ({os.cpu_count()} cores)")
     os.makedirs(FLAGS.output_dir, exist_ok=True)

@@ -108,12 +108,12 @@ def _skipblocknet(seed):
 
 
 def _detection_int8(seed):
-    from keras_skipblock.litert import detection as litert_detection
+    from keras_skipblock import litert
 
     import test_detection as t
 
     model = t.train_tiny_detector(seed)[0]
-    int8 = litert_detection.convert_detector(model, "int8", litert_detection.scene_images(64, t.SMALL, "train"))
+    int8 = litert.convert(model, "int8", litert.scene_images(64, t.SMALL, "train"))
     return {"int8_box_match": (t.int8_box_match(model, int8), ">=", t.MIN_INT8_BOX_MATCH)}
 
 

@@ -1,4 +1,5 @@
-"""Latency of LiteRT models with the `litert-benchmark` tool, interleaved.
+"""Latency of LiteRT models (classifiers and detectors) with the `litert-benchmark`
+tool, interleaved.
 
 Each round runs every model once (`--num_runs` timed runs after
 `--warmup_runs`, one thread, batch 1) before the next round starts, so slow
@@ -184,10 +185,45 @@ def plot_latency_vs_flops(rows, path, title=""):
     plt.close(fig)
 
 
+def build_files(builders, modes, output_dir, reuse=False, log=print):
+    """`.tflite` files per quantization mode for models of either task, through `convert`.
+
+    builders: {label: build}, where build() returns (Keras model, calibration
+    images for int8 or None), the model ready to convert (fresh models with
+    their BN statistics set from real images). Returns ({(label, mode): path},
+    info) with info[label] = {"params", "flops", "image_size"} and
+    info[("size", label, mode)] = file size in bytes.
+    """
+    import keras
+
+    from keras_skipblock import count_flops
+    from keras_skipblock.litert.conversion import convert
+    from keras_skipblock.litert.runtime import write_tflite
+
+    os.makedirs(output_dir, exist_ok=True)
+    paths, info = {}, {}
+    for label, build in builders.items():
+        keras.utils.set_random_seed(0)
+        model, calibration = build()
+        info[label] = {"params": int(sum(int(w.numpy().size) for w in model.trainable_weights)),
+                       "flops": count_flops(model), "image_size": int(model.inputs[0].shape[1])}
+        for mode in modes:
+            path = os.path.join(output_dir, f"{label}_{MODE_LABEL.get(mode, mode)}.tflite")
+            if reuse and os.path.exists(path):
+                log(f"{label} {mode}: reusing {path}")
+            else:
+                flatbuffer = convert(model, mode, calibration if mode == "int8" else None)
+                log(f"{label} {mode}: {write_tflite(path, flatbuffer)[1]}")
+            paths[(label, mode)] = path
+            info[("size", label, mode)] = os.path.getsize(path)
+        keras.backend.clear_session()
+    return paths, info
+
+
 def build_models(names, modes, output_dir, image_size=224, num_classes=1000,
                  num_calibration=200, representative_data="fashion_mnist", data_dir=None,
                  reuse=False, log=print):
-    """Fresh models by name -> `.tflite` files per mode, with params, MACs, sizes.
+    """Fresh classifiers by name -> `.tflite` files per mode (`build_files`).
 
     The models are untrained (no ImageNet weights offline): their BN
     statistics are first set from real calibration images
@@ -195,33 +231,72 @@ def build_models(names, modes, output_dir, image_size=224, num_classes=1000,
     choices, are those of a trained network. Latency in float32 does not
     depend on the weights' values.
     """
-    import keras
-
-    from keras_skipblock import count_flops
-    from keras_skipblock.litert.conversion import convert, recalibrate_batchnorm
+    from keras_skipblock.litert.conversion import recalibrate_batchnorm
     from keras_skipblock.litert.data import load_images
-    from keras_skipblock.litert.runtime import write_tflite
     from keras_skipblock.models import get_model
 
-    os.makedirs(output_dir, exist_ok=True)
     images, _ = load_images(representative_data, "train", image_size, 3,
                             num_calibration + 64, data_dir=data_dir)
     calibration, bn_images = images[:num_calibration], images[num_calibration:]
-    paths, info = {}, {}
-    for name in names:
-        keras.utils.set_random_seed(0)
-        model = get_model(name, (image_size, image_size, 3), num_classes)
-        recalibrate_batchnorm(model, bn_images)
-        info[name] = {"params": int(sum(int(w.numpy().size) for w in model.trainable_weights)),
-                      "flops": count_flops(model)}
-        for mode in modes:
-            path = os.path.join(output_dir, f"{name}_{MODE_LABEL.get(mode, mode)}.tflite")
-            if reuse and os.path.exists(path):
-                log(f"{name} {mode}: reusing {path}")
+
+    def builder(name):
+        def build():
+            model = get_model(name, (image_size, image_size, 3), num_classes)
+            recalibrate_batchnorm(model, bn_images)
+            return model, calibration
+        return build
+
+    return build_files({name: builder(name) for name in names}, modes, output_dir, reuse, log)
+
+
+def build_detector_files(specs, modes, output_dir, num_calibration=100, data_dir=None, log=print):
+    """Detectors -> `.tflite` files per mode (`build_files`).
+
+    specs: {label: a .keras checkpoint path, or (backbone, head, image_size,
+    num_classes) for a fresh detector}. Fresh detectors get their BN
+    statistics from real scene images first (`recalibrate_batchnorm`), so
+    int8 ranges are those of a trained network; float32 latency does not
+    depend on the weights.
+    """
+    from keras_skipblock.detection import build_detector
+    from keras_skipblock.litert.conversion import load_keras_model, recalibrate_batchnorm
+    from keras_skipblock.litert.data import scene_images
+    from keras_skipblock.litert.tasks import is_detector
+
+    def builder(spec):
+        def build():
+            if isinstance(spec, str):
+                model = load_keras_model(spec)
+                if not is_detector(model):
+                    raise LiteRTError(f"{spec} is not a detector checkpoint.")
             else:
-                flatbuffer = convert(model, mode, calibration if mode == "int8" else None)
-                log(f"{name} {mode}: {write_tflite(path, flatbuffer)[1]}")
-            paths[(name, mode)] = path
-            info[("size", name, mode)] = os.path.getsize(path)
-        keras.backend.clear_session()
-    return paths, info
+                backbone, head, size, num_classes = spec
+                model = build_detector(backbone, num_classes, (size, size, 3), head)
+                recalibrate_batchnorm(model, scene_images(64, size, "validation", data_dir=data_dir))
+            size = int(model.inputs[0].shape[1])
+            calibration = scene_images(num_calibration, size, "train", data_dir=data_dir) if "int8" in modes else None
+            return model, calibration
+        return build
+
+    return build_files({label: builder(spec) for label, spec in specs.items()}, modes, output_dir, log=log)
+
+
+def detection_benchmark_table(raw, info, reference):
+    """Markdown table of interleaved litert-benchmark rounds {(label, mode): [latency]}:
+    median / p5 latency, paired ratio to `reference` in the same mode, int8 speed-up."""
+    def paired(a, b, stat="median_ms"):
+        return statistics.median(x[stat] / y[stat] for x, y in zip(a, b))
+
+    lines = ["| detector | mode | input | params (M) | MACs (B) | median ms | p5 ms | "
+             f"× {reference} (median) | × {reference} (p5) | int8 speed-up (median) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (label, mode), rounds in raw.items():
+        ref, fp32 = raw.get((reference, mode)), raw.get((label, "none"))
+        ratio = f"{paired(rounds, ref):.3f} | {paired(rounds, ref, 'p5_ms'):.3f}" if ref else "– | –"
+        speedup = f"{paired(fp32, rounds):.2f}" if mode == "int8" and fp32 else "–"
+        lines.append(
+            f"| {label} | {MODE_LABEL.get(mode, mode)} | {info[label]['image_size']} | "
+            f"{info[label]['params'] / 1e6:.2f} | {info[label]['flops'] / 1e9:.3f} | "
+            f"{statistics.median(r['median_ms'] for r in rounds):.2f} | "
+            f"{statistics.median(r['p5_ms'] for r in rounds):.2f} | {ratio} | {speedup} |")
+    return "\n".join(lines) + "\n"

@@ -1,8 +1,18 @@
-"""Keras model -> LiteRT flatbuffer with one batch-1 image input and logits only.
+"""Keras model -> LiteRT flatbuffer with one batch-1 image input, for either
+task (`tasks.spec_for`): a classifier's logits, or a detector's boxes /
+classes / scores / count with decoding and NMS inside.
 
 The phone model needs logits only: `features` (the last conv map Bias Loss
 reads) exists for training. The signature is fixed to batch 1 (`(1, H, W, C)`)
 so that the runtime plans static shapes.
+
+Detectors: `tf.image.combined_non_max_suppression` (what keras-cv's
+MultiClassNonMaxSuppression calls) has no TFLite builtin and would need the
+Flex delegate. One `NonMaxSuppressionV5` per class (padded to a static
+size), then a `top_k` over all classes, converts to builtin ops only
+(NON_MAX_SUPPRESSION_V5, TOPK_V2, GATHER, ...). The Keras side keeps
+keras-cv's NMS; verification compares the two. In int8 the network is
+quantized and the post-processing stays float32 (`_quantize_network_only`).
 
 Quantization modes:
 
@@ -35,6 +45,8 @@ from keras_skipblock import _compat
 from keras_skipblock.litert.errors import LiteRTError
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+# Ops traced under this name scope stay float32 in an int8 detector (`_quantize_network_only`).
+POSTPROCESS_SCOPE = "postprocess"
 
 
 # -- loading ------------------------------------------------------------------
@@ -200,20 +212,27 @@ def int8_friendly_ops():
 # -- conversion -----------------------------------------------------------------
 
 
-def serving_function(model, input_shape):
-    """Concrete function with the weights frozen to constants:
-    "serving_default": images (1, H, W, C) float32 -> {"logits": (1, classes)}."""
+def _frozen(model, input_shape, outputs_of):
+    """(input spec, concrete function images -> outputs_of(model outputs) with the weights frozen
+    to constants). Freezing first: handing the converter the model's variables instead keeps
+    them as resource variables, which int8 calibration cannot read."""
     import tensorflow as tf
 
     spec = tf.TensorSpec((1,) + tuple(input_shape), tf.float32, name="images")
 
     @tf.function(input_signature=[spec])
-    def logits(images):
-        return logits_of(model(images, training=False))
+    def raw(images):
+        return outputs_of(model(images, training=False))
 
-    # Freezing first: handing the converter the model's variables instead
-    # keeps them as resource variables, which int8 calibration cannot read.
-    frozen = _compat.convert_variables_to_constants_v2(logits.get_concrete_function())
+    return spec, _compat.convert_variables_to_constants_v2(raw.get_concrete_function())
+
+
+def serving_function(model, input_shape):
+    """A classifier's concrete function, weights frozen:
+    "serving_default": images (1, H, W, C) float32 -> {"logits": (1, classes)}."""
+    import tensorflow as tf
+
+    spec, frozen = _frozen(model, input_shape, logits_of)
 
     @tf.function(input_signature=[spec])
     def serve(images):  # re-wrapped so that the output keeps its name
@@ -223,30 +242,119 @@ def serving_function(model, input_shape):
     return serve.get_concrete_function()
 
 
+def detector_anchors(model):
+    """The anchors of a detector (recomputed from its input and map sizes)."""
+    from keras_skipblock.detection import feature_sizes, generate_anchors
+
+    return generate_anchors(tuple(model.inputs[0].shape[1:3]), feature_sizes(model))
+
+
+def _postprocess(deltas, logits, anchors, max_detections, iou_threshold, score_threshold):
+    """(boxes (K, 4), classes (K,), scores (K,), count ()) for one image, builtin ops only."""
+    import tensorflow as tf
+
+    from keras_skipblock.detection.anchors import decode
+
+    boxes = decode(deltas, tf.constant(anchors))  # (N, 4) rel_xyxy
+    scores = tf.nn.softmax(logits, axis=-1)[:, 1:]  # background dropped
+    yxyx = tf.gather(boxes, [1, 0, 3, 2], axis=1)  # NMS takes (y1, x1, y2, x2)
+    all_scores, all_indices, all_classes = [], [], []
+    for c in range(scores.shape[-1]):
+        indices, kept_scores, _ = tf.raw_ops.NonMaxSuppressionV5(
+            boxes=yxyx, scores=scores[:, c], max_output_size=max_detections,
+            iou_threshold=iou_threshold, score_threshold=score_threshold, soft_nms_sigma=0.0,
+            pad_to_max_output_size=True)
+        all_scores.append(kept_scores)  # padding rows score 0
+        all_indices.append(indices)
+        all_classes.append(tf.fill([max_detections], float(c)))
+    top_scores, top = tf.math.top_k(tf.concat(all_scores, 0), k=max_detections)
+    valid = top_scores > 0.0
+    top_boxes = tf.gather(boxes, tf.gather(tf.concat(all_indices, 0), top))
+    top_classes = tf.gather(tf.concat(all_classes, 0), top)
+    mask = tf.cast(valid, tf.float32)
+    return (top_boxes * mask[:, None], top_classes * mask, top_scores * mask,
+            tf.reduce_sum(mask))
+
+
+def detector_serving_function(model, input_shape, max_detections, iou_threshold, score_threshold):
+    """A detector's concrete function, weights frozen: images (1, H, W, 3) ->
+    {"boxes" (1, K, 4) rel_xyxy, "classes" (1, K), "scores" (1, K), "count" (1,)}, all
+    float32, after per-class NMS; rows past `count` are zeros."""
+    import tensorflow as tf
+
+    spec, frozen = _frozen(model, input_shape, lambda outputs: (outputs["boxes"], outputs["logits"]))
+    anchors = np.asarray(detector_anchors(model), "float32")
+
+    @tf.function(input_signature=[spec])
+    def serve(images):
+        deltas, logits = frozen(images)
+        with tf.name_scope(POSTPROCESS_SCOPE):
+            boxes, classes, scores, count = _postprocess(deltas[0], logits[0], anchors, max_detections,
+                                                         iou_threshold, score_threshold)
+            return {"boxes": boxes[None], "classes": classes[None], "scores": scores[None],
+                    "count": count[None]}
+
+    return serve.get_concrete_function()
+
+
+def requires_calibration(model):
+    """Whether int8 conversion of `model` needs representative images to set its ranges.
+
+    True for every model today (post-training quantization). A quantization-aware model
+    carries its ranges in its FakeQuant ops, and will answer False here.
+    """
+    del model
+    return True
+
+
 def convert(model, quantize="none", representative_images=None, int8_friendly=True,
-            io_type="float32", input_shape=None):
-    """Convert `model` to a LiteRT flatbuffer (bytes).
+            io_type="float32", input_shape=None, spec=None):
+    """Convert `model` (a classifier or a detector) to a LiteRT flatbuffer (bytes).
 
     Args:
-        model: a Keras model (a BiasLossModel or a single-output classifier).
-        quantize: one of QUANTIZE_MODES.
-        representative_images: float32 (n, H, W, C) real images in [-1, 1];
-            required for "int8" (a few hundred is plenty).
+        model: a BiasLossModel, a single-output classifier, or a detector
+            (`keras_skipblock.detection.build_detector`); `tasks.spec_for` tells which.
+        quantize: one of QUANTIZE_MODES (detectors: "none" or "int8").
+        representative_images: float32 (n, H, W, C) real images in the model's
+            input range; required for "int8" when `requires_calibration(model)`
+            (a few hundred is plenty).
         int8_friendly: for "int8", trace hard-swish and average pooling in
             forms XNNPACK runs in int8 (`int8_friendly_ops`).
-        io_type: "float32" (default) or "int8" input/output for "int8".
+        io_type: "float32" (default) or "int8" input/output for an int8 classifier.
         input_shape: (H, W, C), default the model's.
+        spec: the task's spec (default `tasks.spec_for(model)`), e.g. a DetectorSpec with
+            other NMS settings.
+    """
+    return convert_with_reference(model, quantize, representative_images, int8_friendly, io_type,
+                                  input_shape, spec)[0]
+
+
+def convert_with_reference(model, quantize="none", representative_images=None, int8_friendly=True,
+                           io_type="float32", input_shape=None, spec=None):
+    """`convert`, returning (flatbuffer, float32 flatbuffer or None).
+
+    An int8 detector is converted to float32 on the way (to name the tensors kept float);
+    that float32 file, the same network traced in int8-friendly but mathematically equal
+    ops, is returned so that checking int8 against float32 needs no second conversion.
     """
     import tensorflow as tf
 
+    from keras_skipblock.litert.tasks import spec_for  # tasks builds on this module
+
+    spec = spec_for(model, spec)
     if quantize not in QUANTIZE_MODES:
         raise LiteRTError(f"Unknown quantization {quantize!r}; use one of {QUANTIZE_MODES}.")
+    if quantize not in spec.quantize_modes:
+        raise LiteRTError(f"A {spec.name} converts with quantize {' or '.join(map(repr, spec.quantize_modes))} "
+                          f"(what its verification covers); got {quantize!r}.")
     if io_type not in ("float32", "int8"):
         raise LiteRTError(f"io_type must be 'float32' or 'int8', got {io_type!r}.")
-    if io_type == "int8" and quantize != "int8":
-        raise LiteRTError("io_type='int8' needs quantize='int8'.")
+    if io_type == "int8" and (quantize != "int8" or spec.postprocess_scope):
+        raise LiteRTError("io_type='int8' needs quantize='int8' and a classifier (a detector's "
+                          "post-processed outputs stay float32).")
     input_shape = tuple(input_shape or input_shape_of(model))
-    if quantize == "int8":
+    calibrate = quantize == "int8" and requires_calibration(model)
+    if calibrate:
         if representative_images is None or len(representative_images) == 0:
             raise LiteRTError("int8 quantization needs real calibration images (--representative_data).")
         representative_images = np.asarray(representative_images, dtype="float32")
@@ -258,26 +366,76 @@ def convert(model, quantize="none", representative_images=None, int8_friendly=Tr
 
     patch = int8_friendly_ops() if (quantize == "int8" and int8_friendly) else contextlib.nullcontext()
     with patch:
-        concrete = serving_function(model, input_shape)
+        concrete = spec.serving_function(model, input_shape)
         # A (variable-free) trackable object makes the converter write the
-        # "serving_default" signature: images -> logits.
+        # "serving_default" signature: images -> the spec's outputs.
         converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], tf.Module())
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex
+        if quantize == "int8" and spec.postprocess_scope:
+            return _quantize_network_only(converter, representative_images, spec.postprocess_scope)
         if quantize != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
         elif quantize == "int8":
-            def representative_dataset():
-                for i in range(len(representative_images)):
-                    yield [representative_images[i:i + 1]]
-
-            converter.representative_dataset = representative_dataset
+            if calibrate:
+                converter.representative_dataset = _representative_dataset(representative_images)
             # Full integer: conversion fails rather than leave float ops behind.
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             if io_type == "int8":
                 converter.inference_input_type = tf.int8
                 converter.inference_output_type = tf.int8
-        return converter.convert()
+        return converter.convert(), None
+
+
+def _representative_dataset(images):
+    def representative_dataset():
+        for i in range(len(images)):
+            yield [images[i:i + 1]]
+
+    return representative_dataset
+
+
+def _quantize_network_only(converter, images, scope):
+    """(int8 network with float32 post-processing, the float32 flatbuffer), from one converter.
+
+    Left to itself the converter quantizes every op that has an int8 kernel,
+    post-processing included: box decoding of all levels under one per-tensor
+    scale, softmax, top-k, the validity mask and the count. That is what gave
+    int8 detectors all-zero boxes and one shared score (mAP 0). Quantization
+    denylists (`QuantizationDebugOptions`, the converter's public way to keep
+    chosen ops in float) keep everything in `scope`, the outputs,
+    TOPK_V2 and SPLIT (whose fused tensor names the denylist misses; decoding
+    alone quantized box sizes to steps of 1.8 image widths and collapsed every
+    box to (0, 0, 0, 0)) in float32: the network's int8 outputs are
+    dequantized once and decoded in float, as in TFLite's own SSD
+    post-processing. The network uses neither op. (All levels' outputs still
+    share one int8 scale per output, the concatenation's: box-delta steps of
+    ~0.5 on the scenes SSD, which costs about 0.02 mAP.)
+    """
+    import warnings
+
+    import tensorflow as tf
+
+    from keras_skipblock.litert.runtime import open_interpreter
+
+    float_flatbuffer = converter.convert()  # names the tensors to keep float; returned too
+    float_model = open_interpreter(float_flatbuffer)
+    outputs = {detail["name"] for detail in float_model.get_output_details()}
+    keep_float = [t["name"] for t in float_model.get_tensor_details()
+                  if scope in t["name"] or t["name"] in outputs]
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _representative_dataset(images)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                           tf.lite.OpsSet.TFLITE_BUILTINS]
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=keep_float, denylisted_ops=["TOPK_V2", "SPLIT"])
+    with warnings.catch_warnings():  # the debugger runs tf.lite.Interpreter, which warns it is deprecated
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=_representative_dataset(images), debug_options=options)
+        return debugger.get_nondebug_quantized_model(), float_flatbuffer
 
 
 def recalibrate_batchnorm(model, images, batch_size=64):

@@ -2,9 +2,10 @@
 in [-1, 1] of the model's input shape (project convention: models contain no
 preprocessing).
 
-Sources: "fashion_mnist" (IDX files), "digits" (scikit-learn's bundled 8x8
+Classifiers: "fashion_mnist" (IDX files), "digits" (scikit-learn's bundled 8x8
 digits), or a folder of class sub-folders of images. Grey images are tiled
-to the model's channel count. The loading itself is `keras_skipblock.data`'s;
+to the model's channel count. Detectors: `fashion_mnist_scenes` (`scenes`),
+with their ground truth. The loading itself is `keras_skipblock.data`'s;
 this module only shapes small in-memory arrays for LiteRT, which runs one
 image at a time.
 """
@@ -121,3 +122,19 @@ def _load_folder(directory, split, image_size, channels, limit, seed):
             raise LiteRTError(f"Cannot decode image {path}: {error}") from None
     x = _fit_channels(np.stack(images).astype("float32"), channels)
     return x, np.asarray(labels, dtype="int32")
+
+
+def scenes(num_images, image_size, split="test", seed=0, data_dir=None):
+    """fashion_mnist_scenes at `image_size`: (images (n, H, W, 3) in [-1, 1], DetectionExamples)."""
+    import tensorflow as tf
+
+    from keras_skipblock.detection.data import fashion_mnist_scenes
+
+    examples = fashion_mnist_scenes(split, num_images, canvas_size=image_size, seed=seed, data_dir=data_dir)
+    images = tf.image.resize(examples.images.astype("float32"), (image_size, image_size)).numpy()
+    return images / 127.5 - 1.0, examples
+
+
+def scene_images(num_images, image_size, split="test", seed=0, data_dir=None):
+    """Real images for a detector's calibration/verification: fashion_mnist_scenes in [-1, 1]."""
+    return scenes(num_images, image_size, split, seed, data_dir)[0]

@@ -1,13 +1,15 @@
-"""The convert -> write -> verify pipeline behind `tflite/convert.py`."""
+"""The convert -> check -> write -> verify pipeline behind `tflite/convert.py`, for
+either task (`tasks.spec_for`)."""
 
 import dataclasses
 from typing import Optional
 
-from keras_skipblock.litert.conversion import convert, input_shape_of, recalibrate_batchnorm
-from keras_skipblock.litert.data import load_images, to_input_range
+from keras_skipblock.litert.conversion import convert_with_reference, input_shape_of, recalibrate_batchnorm
+from keras_skipblock.litert.conversion import requires_calibration
 from keras_skipblock.litert.errors import LiteRTError, VerificationError
 from keras_skipblock.litert.runtime import write_tflite
-from keras_skipblock.litert.verify import MAX_ABS_DIFF, MIN_AGREEMENT, Verification, verify
+from keras_skipblock.litert.tasks import spec_for
+from keras_skipblock.litert.verify import MAX_ABS_DIFF, MIN_AGREEMENT
 
 
 @dataclasses.dataclass
@@ -17,51 +19,61 @@ class ConversionResult:
     size_bytes: int
     ops_outside_xnnpack: dict
     xnnpack_partitions: int
-    verification: Optional[Verification]
+    verification: Optional[object]  # the task's check (verify.Verification, DetectionVerification, Int8MapCheck)
 
 
 def convert_file(model, output, quantize="none", representative_data="fashion_mnist",
                  num_calibration=300, verify_data=None, num_verify=200, run_verification=True,
                  max_abs_diff=MAX_ABS_DIFF, min_agreement=MIN_AGREEMENT, int8_friendly=True,
-                 io_type="float32", recalibrate_bn=False, data_dir=None, image_size=None, log=print):
-    """Convert `model`, write `output`, and verify it on real images.
+                 io_type="float32", recalibrate_bn=False, data_dir=None, image_size=None, log=print,
+                 spec=None):
+    """Convert `model` (classifier or detector), write `output`, and verify it on real images.
 
-    Calibration images come from the *train* split of `representative_data`
-    and verification images from the *test* split of `verify_data` (default:
-    the same source), so the check does not reuse calibration samples.
-    Raises VerificationError (after writing the file) when verification fails.
+    Calibration images come from the *train* split and verification images
+    from the *test* split (classifiers: of `representative_data` and
+    `verify_data`, default the same source; detectors: fashion_mnist_scenes),
+    so the check does not reuse calibration samples. Raises
+    VerificationError when verification fails: after writing the file
+    (kept for inspection), except where the task checks before writing
+    (int8 detectors: their mAP against float32), which writes nothing. `spec`: the
+    task's spec (default `tasks.spec_for(model)`).
     """
+    spec = spec_for(model, spec)
     shape = input_shape_of(model, image_size)
-    h, w, c = shape
+    h, w, _ = shape
     if h != w:
         raise LiteRTError(f"Square inputs only (got {h}x{w}).")
-    from keras_skipblock.models import raw_input_range
-
-    input_range = raw_input_range(model)  # [0, 255] for models with their scaling inside
+    spec.check(model, quantize)
     calibration = None
-    if quantize == "int8" or recalibrate_bn:
-        calibration, _ = load_images(representative_data, "train", h, c, num_calibration,
-                                     data_dir=data_dir)
-        calibration = to_input_range(calibration, input_range)
-        log(f"calibration: {len(calibration)} real images from {representative_data} (train split)")
-    images = None
-    if run_verification:  # loaded before anything is written: bad data leaves no file behind
-        source = verify_data or representative_data
-        images, _ = load_images(source, "test", h, c, num_verify, data_dir=data_dir)
-        images = to_input_range(images, input_range)
+    if (quantize == "int8" and requires_calibration(model)) or recalibrate_bn:
+        calibration = spec.calibration_images(model, shape, representative_data, num_calibration, data_dir)
+        log(f"calibration: {len(calibration)} real images from {spec.describe_data(representative_data, 'train')}")
+    checked_before_writing = spec.checked_before_writing(quantize)
+    images = truth = None
+    if run_verification or checked_before_writing:  # loaded before anything is written: bad data leaves no file
+        images, truth = spec.verification_data(model, shape, verify_data or representative_data, num_verify,
+                                               quantize, data_dir)
     if recalibrate_bn:
         n = recalibrate_batchnorm(model, calibration[-64:])
         log(f"recalibrated {n} BatchNormalization layers on real images (untrained model)")
-    flatbuffer = convert(model, quantize, calibration, int8_friendly=int8_friendly,
-                         io_type=io_type, input_shape=shape)
+    flatbuffer, reference = convert_with_reference(model, quantize, calibration, int8_friendly=int8_friendly,
+                                                   io_type=io_type, input_shape=shape, spec=spec)
+
+    def check():
+        result = spec.verify(model, flatbuffer, images, quantize, max_abs_diff=max_abs_diff,
+                             min_agreement=min_agreement, truth=truth, reference=reference)
+        log(result.describe())
+        return result
+
+    verification = check() if checked_before_writing else None
+    if verification is not None and not verification.passed:
+        raise VerificationError(verification.describe() + "; nothing written.")
     summary, description = write_tflite(output, flatbuffer)
-    outside = dict(summary["outside_xnnpack"])
     log(f"wrote ({quantize}) {description}")
-    result = ConversionResult(output, quantize, len(flatbuffer), outside, summary["partitions"], None)
-    if run_verification:
-        result.verification = verify(model, flatbuffer, images, quantize, max_abs_diff,
-                                     min_agreement, raise_on_failure=False)
-        log(result.verification.describe())
+    result = ConversionResult(output, quantize, len(flatbuffer), dict(summary["outside_xnnpack"]),
+                              summary["partitions"], verification)
+    if run_verification and verification is None:
+        result.verification = check()
         if not result.verification.passed:
             raise VerificationError(result.verification.describe())
     return result

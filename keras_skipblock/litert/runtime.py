@@ -1,5 +1,9 @@
 """Running a `.tflite` with the LiteRT interpreter (ai-edge-litert), and
-listing which of its ops run outside XNNPACK, LiteRT's fast CPU engine."""
+listing which of its ops run outside XNNPACK, LiteRT's fast CPU engine.
+
+One runner per task (`tasks.spec_for` picks it): `LiteRTModel` for a
+classifier's logits, `LiteRTDetector` for a detector's post-processed boxes.
+"""
 
 import collections
 import os
@@ -9,34 +13,47 @@ import numpy as np
 from keras_skipblock import _compat
 from keras_skipblock.litert.errors import LiteRTError
 
+DETECTOR_OUTPUTS = ("boxes", "classes", "scores", "count")
+
+
+def open_interpreter(model, num_threads=1):
+    """A LiteRT Interpreter, tensors allocated, for a `.tflite` path or flatbuffer bytes.
+    Raises LiteRTError for a missing file or one LiteRT cannot load."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(model, (bytes, bytearray)):
+        kwargs = {"model_content": bytes(model)}
+    else:
+        if not os.path.isfile(model):
+            raise LiteRTError(f".tflite file not found: {os.path.abspath(model)}")
+        kwargs = {"model_path": str(model)}
+    try:
+        interpreter = Interpreter(num_threads=num_threads, **kwargs)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as error:
+        raise LiteRTError(f"LiteRT cannot load the model: {error}") from None
+    return interpreter
+
+
+def _path_of(model):
+    return None if isinstance(model, (bytes, bytearray)) else str(model)
+
 
 class LiteRTModel:
-    """A `.tflite` file or flatbuffer bytes with one image input, run one
+    """A classifier `.tflite` file or flatbuffer bytes with one image input, run one
     image at a time (the signature is batch 1). Quantized inputs/outputs are
     (de)quantized here, so callers always pass float images and get float
     logits."""
 
     def __init__(self, model, num_threads=1):
-        from ai_edge_litert.interpreter import Interpreter
-
-        if isinstance(model, (bytes, bytearray)):
-            kwargs = {"model_content": bytes(model)}
-            self.path = None
-        else:
-            if not os.path.isfile(model):
-                raise LiteRTError(f".tflite file not found: {os.path.abspath(model)}")
-            kwargs = {"model_path": str(model)}
-            self.path = str(model)
-        try:
-            self.interpreter = Interpreter(num_threads=num_threads, **kwargs)
-            self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as error:
-            raise LiteRTError(f"LiteRT cannot load the model: {error}") from None
+        self.interpreter = open_interpreter(model, num_threads)
+        self.path = _path_of(model)
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise LiteRTError(
-                f"Expected one input and one output (logits); got {len(inputs)} and {len(outputs)}."
+                f"Expected one input and one output (logits); got {len(inputs)} and {len(outputs)}. "
+                "A detector .tflite runs with LiteRTDetector (litert.spec_for(model).runtime)."
             )
         self.input, self.output = inputs[0], outputs[0]
         self.input_shape = tuple(int(d) for d in self.input["shape"][1:])
@@ -67,6 +84,32 @@ class LiteRTModel:
         return np.stack(out)
 
 
+class LiteRTDetector:
+    """A detector `.tflite` (path or bytes), run one image at a time."""
+
+    def __init__(self, model, num_threads=1):
+        self.interpreter = open_interpreter(model, num_threads)
+        self.path = _path_of(model)
+        self.runner = self.interpreter.get_signature_runner("serving_default")
+        missing = set(DETECTOR_OUTPUTS) - set(self.runner.get_output_details())
+        if missing:
+            raise LiteRTError(f"Not a detector .tflite: outputs {sorted(missing)} are missing.")
+        self.input_name = next(iter(self.runner.get_input_details()))
+        self.input_shape = tuple(int(d) for d in self.runner.get_input_details()[self.input_name]["shape"][1:])
+
+    def detect(self, images):
+        """Per image (boxes (K, 4), scores (K,), classes (K,) int32), like `detection.detect`."""
+        out = []
+        for image in np.asarray(images, "float32"):
+            if image.shape != self.input_shape:
+                raise LiteRTError(f"Image shape {image.shape}; the detector takes {self.input_shape}.")
+            result = self.runner(**{self.input_name: image[None]})
+            count = int(round(float(result["count"][0])))
+            out.append((result["boxes"][0][:count], result["scores"][0][:count],
+                        result["classes"][0][:count].astype("int32")))
+        return out
+
+
 def op_summary(model):
     """What runs where in a `.tflite` (path or bytes), with the default XNNPACK
     delegate applied as LiteRT applies it on CPU.
@@ -75,12 +118,7 @@ def op_summary(model):
     (number of XNNPACK partitions; 1 means the whole graph runs in XNNPACK),
     "outside_xnnpack" (Counter of ops LiteRT runs with its own kernels).
     """
-    from ai_edge_litert.interpreter import Interpreter
-
-    kwargs = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else {
-        "model_path": str(model)}
-    interpreter = Interpreter(num_threads=1, **kwargs)
-    interpreter.allocate_tensors()
+    interpreter = open_interpreter(model)
     details = _compat.interpreter_ops_details(interpreter)
     delegates = [op for op in details if op["op_name"] == "DELEGATE"]
     originals = [op for op in details if op["op_name"] != "DELEGATE"]

@@ -1,5 +1,7 @@
 """Does the `.tflite` compute what the Keras model computes, on real images?
 
+Classifiers (`compare`):
+
 - float32 ("none"): max |Δlogit| must be at most `max_abs_diff` (1e-4)
   times the logits' scale, max(1, max |logit|): the same function with a
   different summation order, whose rounding grows with the values summed
@@ -12,18 +14,62 @@
   harder data sets yet catches a broken conversion (which agrees on ~10%,
   chance for 10 classes). An *untrained* model's logits are near-ties, so
   its agreement measures nothing; the relative error is printed for it.
+
+Detectors:
+
+- float32: every Keras detection (keras-cv NMS) with score >=
+  VERIFY_SCORE_THRESHOLD has a LiteRT twin of the same class within
+  MAX_BOX_DIFF of the image size on every coordinate, and vice versa
+  (`compare_detections`).
+- int8: quantization moves boxes by more than that, so the check is VOC mAP
+  against the float32 `.tflite` on the same real test scenes with their
+  ground truth (`check_int8_map`).
+
+`verify` runs the check of the model's task (`tasks.spec_for`).
 """
 
 import dataclasses
 
 import numpy as np
 
-from keras_skipblock.litert.conversion import keras_logits
-from keras_skipblock.litert.errors import VerificationError
-from keras_skipblock.litert.runtime import LiteRTModel
+from keras_skipblock.litert.conversion import detector_anchors, keras_logits
+from keras_skipblock.litert.errors import LiteRTError, VerificationError
+from keras_skipblock.litert.runtime import LiteRTDetector, LiteRTModel
 
 MAX_ABS_DIFF = 1e-4
 MIN_AGREEMENT = 0.9
+MAX_BOX_DIFF = 1e-3  # of the image size
+VERIFY_SCORE_THRESHOLD = 0.3
+# int8 may lose at most 0.03 VOC mAP (area) against the float32 `.tflite` on the same scenes.
+# What int8 costs a network that quantizes well is 1-3 points (MobileNetV3 classifiers lose
+# 1.3-2.6 top-1 points under int8; Model Garden's MobileNetV2 RetinaNet 1.6 mAP points with
+# QAT); a broken conversion loses everything (0.52 -> 0.00 before post-processing stayed
+# float). Both run on the same images, so sampling noise does not enter the difference.
+MAX_INT8_MAP_DROP = 0.03
+MIN_INT8_CHECK_SCENES = 200
+
+
+def verify(keras_model, tflite_model, images, quantize, max_abs_diff=MAX_ABS_DIFF,
+           min_agreement=MIN_AGREEMENT, raise_on_failure=True, truth=None, reference=None, spec=None):
+    """Run both models on `images` (real, float32 in the model's input range) and compare,
+    as the model's task does (see the module docstring).
+
+    `tflite_model`: path, bytes or the task's runner. Detectors only: `truth`, the
+    images' DetectionExamples, and `reference`, the float32 `.tflite` (default: converted
+    here), for the int8 mAP check. `spec`: the task's spec (default `tasks.spec_for(keras_model)`).
+    Raises VerificationError when the check fails and `raise_on_failure`.
+    """
+    from keras_skipblock.litert.tasks import spec_for  # tasks builds on this module
+
+    result = spec_for(keras_model, spec).verify(keras_model, tflite_model, images, quantize,
+                                          max_abs_diff=max_abs_diff, min_agreement=min_agreement,
+                                          truth=truth, reference=reference)
+    if raise_on_failure and not result.passed:
+        raise VerificationError(result.describe())
+    return result
+
+
+# -- classifiers ---------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -63,16 +109,108 @@ def compare(keras_out, lite_out, quantize, max_abs_diff=MAX_ABS_DIFF, min_agreem
                         float(np.sqrt(np.mean(diff ** 2))) / rms_ref, agreement, threshold, passed)
 
 
-def verify(keras_model, tflite_model, images, quantize, max_abs_diff=MAX_ABS_DIFF,
-           min_agreement=MIN_AGREEMENT, raise_on_failure=True):
-    """Run both models on `images` (real, float32 in [-1, 1]) and compare.
-
-    `tflite_model`: path, bytes or LiteRTModel. Raises VerificationError when
-    the check fails and `raise_on_failure`.
-    """
+def verify_logits(keras_model, tflite_model, images, quantize, max_abs_diff=MAX_ABS_DIFF,
+                  min_agreement=MIN_AGREEMENT):
+    """A classifier's check: `compare` of Keras and LiteRT logits on `images`."""
     lite = tflite_model if isinstance(tflite_model, LiteRTModel) else LiteRTModel(tflite_model)
-    result = compare(keras_logits(keras_model, images), lite.predict(images), quantize,
-                     max_abs_diff, min_agreement)
-    if raise_on_failure and not result.passed:
-        raise VerificationError(result.describe())
-    return result
+    return compare(keras_logits(keras_model, images), lite.predict(images), quantize,
+                   max_abs_diff, min_agreement)
+
+
+# -- detectors -----------------------------------------------------------------------------
+
+
+def _detector(tflite_model):
+    return tflite_model if isinstance(tflite_model, LiteRTDetector) else LiteRTDetector(tflite_model)
+
+
+@dataclasses.dataclass
+class DetectionVerification:
+    images: int
+    detections: int
+    unmatched: int
+    max_box_diff: float
+    max_score_diff: float
+    passed: bool
+
+    def describe(self):
+        verdict = "PASSED" if self.passed else "FAILED"
+        return (f"detector verification {verdict}: {self.images} images, {self.detections} Keras detections "
+                f"(score >= {VERIFY_SCORE_THRESHOLD}), {self.unmatched} without a LiteRT twin, max box "
+                f"difference {self.max_box_diff:.2e} of the image size (limit {MAX_BOX_DIFF:g}), max score "
+                f"difference {self.max_score_diff:.2e}")
+
+
+def compare_detections(keras_detections, litert_detections, score_threshold=VERIFY_SCORE_THRESHOLD,
+                       max_box_diff=MAX_BOX_DIFF):
+    """Each Keras detection with score >= score_threshold must have a LiteRT
+    detection of the same class whose box differs by at most max_box_diff
+    (every coordinate, as a fraction of the image size), and vice versa."""
+    total = unmatched = 0
+    worst_box = worst_score = 0.0
+    for (kb, ks, kc), (lb, ls, lc) in zip(keras_detections, litert_detections):
+        keep_k, keep_l = ks >= score_threshold, ls >= score_threshold
+        kb, ks, kc = kb[keep_k], ks[keep_k], kc[keep_k]
+        lb, ls, lc = lb[keep_l], ls[keep_l], lc[keep_l]
+        total += len(kb)
+        used = np.zeros(len(lb), bool)
+        for box, score, label in zip(kb, ks, kc):
+            candidates = np.nonzero((lc == label) & ~used)[0]
+            if len(candidates) == 0:
+                unmatched += 1
+                continue
+            diffs = np.abs(lb[candidates] - box).max(axis=1)
+            best = candidates[int(np.argmin(diffs))]
+            used[best] = True
+            worst_box = max(worst_box, float(diffs.min()))
+            worst_score = max(worst_score, float(abs(ls[best] - score)))
+        unmatched += int((~used).sum())
+    passed = unmatched == 0 and worst_box <= max_box_diff
+    return DetectionVerification(len(keras_detections), total, unmatched, worst_box, worst_score, passed)
+
+
+def verify_detections(model, tflite_model, images, **nms_kwargs):
+    """A float32 detector's check: Keras (keras-cv NMS with `nms_kwargs`, those of the
+    `.tflite`) vs LiteRT detections on `images` (n, H, W, 3) in [-1, 1], by `compare_detections`."""
+    from keras_skipblock.detection.postprocess import detect
+
+    keras_detections = detect(model, np.asarray(images, "float32"), detector_anchors(model), **nms_kwargs)
+    return compare_detections(keras_detections, _detector(tflite_model).detect(images))
+
+
+@dataclasses.dataclass
+class Int8MapCheck:
+    images: int
+    float32_map: dict  # {"map_area", "map_11point"}
+    int8_map: dict
+    max_drop: float
+    passed: bool
+
+    def describe(self):
+        return (f"int8 check {'PASSED' if self.passed else 'FAILED'} on {self.images} real test scenes: "
+                f"VOC mAP@0.5 int8 {self.int8_map['map_area']:.4f} vs float32 {self.float32_map['map_area']:.4f} "
+                f"(11-point {self.int8_map['map_11point']:.4f} vs {self.float32_map['map_11point']:.4f}); "
+                f"allowed drop {self.max_drop:g}")
+
+
+def check_int8_map(float32_model, int8_model, images, truth, max_drop=None, raise_on_failure=True):
+    """VOC mAP of an int8 detector `.tflite` next to its float32 `.tflite` on the same real
+    images (n, H, W, 3) in [-1, 1] with ground truth `truth` (DetectionExamples). Fails when
+    int8 loses more than `max_drop` (area mAP; default MAX_INT8_MAP_DROP)."""
+    from keras_skipblock.detection.metrics import voc_map
+
+    if truth is None:
+        raise LiteRTError("An int8 detector is checked by its VOC mAP, which needs the images' ground "
+                          "truth: pass truth=DetectionExamples (litert.scenes(...) returns both).")
+    max_drop = MAX_INT8_MAP_DROP if max_drop is None else max_drop
+    truths = list(zip(truth.boxes, truth.classes, truth.difficult))
+    maps = []
+    for flatbuffer in (float32_model, int8_model):
+        result = voc_map(_detector(flatbuffer).detect(images), truths, len(truth.class_names),
+                         truth.class_names)
+        maps.append({key: result[key] for key in ("map_area", "map_11point")})
+    check = Int8MapCheck(len(images), maps[0], maps[1], max_drop,
+                         maps[1]["map_area"] >= maps[0]["map_area"] - max_drop)
+    if raise_on_failure and not check.passed:
+        raise VerificationError(check.describe())
+    return check
