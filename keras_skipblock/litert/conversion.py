@@ -246,7 +246,11 @@ def convert(model, quantize="none", representative_images=None, int8_friendly=Tr
     if io_type == "int8" and quantize != "int8":
         raise LiteRTError("io_type='int8' needs quantize='int8'.")
     input_shape = tuple(input_shape or input_shape_of(model))
-    if quantize == "int8":
+    from keras_skipblock.quantization import is_quantized
+
+    # A QAT model carries its int8 ranges (FakeQuant ops): no calibration.
+    calibrate = quantize == "int8" and not is_quantized(model)
+    if calibrate:
         if representative_images is None or len(representative_images) == 0:
             raise LiteRTError("int8 quantization needs real calibration images (--representative_data).")
         representative_images = np.asarray(representative_images, dtype="float32")
@@ -271,9 +275,10 @@ def convert(model, quantize="none", representative_images=None, int8_friendly=Tr
                 for i in range(len(representative_images)):
                     yield [representative_images[i:i + 1]]
 
-            converter.representative_dataset = representative_dataset
-            # Full integer: conversion fails rather than leave float ops behind.
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if calibrate:  # (TF's QAT path refuses INT8-only ops without a dataset)
+                converter.representative_dataset = representative_dataset
+                # Full integer: conversion fails rather than leave float ops behind.
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             if io_type == "int8":
                 converter.inference_input_type = tf.int8
                 converter.inference_output_type = tf.int8
