@@ -15,8 +15,9 @@ from keras_skipblock.quantization.transform import (
     is_quantized,
     quantize_model,
 )
+from keras_skipblock.quantization.training import fine_tune
 
 __all__ = [
     "ActivationQuantizer", "QuantAveragePooling", "QuantConv", "QuantHardActivation", "QuantRescaling",
-    "QuantizationError", "calibrate_ranges", "freeze_ranges", "is_quantized", "quantize_model",
+    "QuantizationError", "calibrate_ranges", "fine_tune", "freeze_ranges", "is_quantized", "quantize_model",
 ]

@@ -32,6 +32,7 @@ import numpy as np
 from keras import ops
 
 PACKAGE = "keras_skipblock_qat"
+INPUT_MARGIN = 0.01  # see ActivationQuantizer
 MIN_SPAN = 1e-5  # a range of width 0 (a dead channel) would give scale 0
 _INITIAL_RANGE = (-6.0, 6.0)
 _FUSABLE = ("linear", "relu", "relu6")
@@ -101,9 +102,10 @@ class QuantLayer(keras.layers.Layer):
             allowed = ops.logical_and(allowed, ops.less(self.quant_steps, self.freeze_after))
         return allowed
 
-    def fake_quant(self, x, name, training=False):
-        """x fake-quantized to the range `name`; in training the range first
-        takes in this batch (moving average, 0 kept inside)."""
+    def fake_quant(self, x, name, training=False, margin=0.0):
+        """x fake-quantized to the range `name` (widened by the fraction
+        `margin`); in training the range first takes in this batch (moving
+        average, 0 kept inside)."""
         low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
         if training:
             values = ops.stop_gradient(ops.cast(x, "float32"))
@@ -117,6 +119,8 @@ class QuantLayer(keras.layers.Layer):
             updating = self._updating()
             low.assign(ops.where(updating, new_low, low))
             high.assign(ops.where(updating, new_high, high))
+        if margin:
+            return fake_quant_activation(x, low * (1.0 + margin), high * (1.0 + margin))
         return fake_quant_activation(x, low, high)
 
     def count_step(self, training=False):
@@ -130,15 +134,32 @@ class QuantLayer(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ActivationQuantizer(QuantLayer):
     """Fake-quantizes its input per tensor: the int8 output of the op before it
-    (an input, Add, Multiply, Concatenate, global pooling, a ReLU, ...)."""
+    (an input, Add, Multiply, Concatenate, global pooling, a ReLU, ...).
+
+    `margin` widens the quantization range by that fraction. quantize_model
+    gives the image input INPUT_MARGIN: images are 8-bit pixels, and pixels
+    scaled to [-1, 1] (the project's convention) fall exactly half-way
+    between the int8 levels of [-1, 1] (256 pixel values, 255 steps, 0 on
+    the grid). TensorFlow's FakeQuant rounds such ties up, LiteRT's QUANTIZE
+    away from zero or to even: 15 % of the input pixels of Fashion-MNIST
+    landed one level apart. A 1 % wider range moves every pixel >= 0.005
+    levels off a tie, so both round it alike.
+    """
+
+    def __init__(self, margin=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.margin = float(margin)
 
     def build(self, input_shape):
         self.add_ranges("output")
 
     def call(self, inputs, training=False):
-        out = self.fake_quant(inputs, "output", training)
+        out = self.fake_quant(inputs, "output", training, margin=self.margin)
         self.count_step(training)
         return out
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin}
 
     def compute_output_shape(self, input_shape):
         return input_shape

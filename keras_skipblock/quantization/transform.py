@@ -26,6 +26,7 @@ import keras
 
 from keras_skipblock import _compat
 from keras_skipblock.quantization.layers import (
+    INPUT_MARGIN,
     QUANT_LAYERS,
     ActivationQuantizer,
     QuantAveragePooling,
@@ -146,7 +147,7 @@ def quantize_model(model, momentum=0.99, freeze_after=None):
         name = tensor.name
         fresh = keras.Input(shape=tensor.shape[1:], batch_size=tensor.shape[0], dtype=tensor.dtype, name=name)
         new_inputs.append(fresh)
-        new[id(tensor)] = ActivationQuantizer(name=f"{name}_quant", **options)(fresh)
+        new[id(tensor)] = ActivationQuantizer(margin=INPUT_MARGIN, name=f"{name}_quant", **options)(fresh)
 
     for node in graph.nodes:
         op = node.operation
