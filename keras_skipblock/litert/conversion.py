@@ -66,6 +66,7 @@ def load_keras_model(checkpoint=None, model_name=None, image_size=224, num_class
 
         import keras_skipblock  # noqa: F401  registers BiasLossModel and friends
         import keras_skipblock.models  # noqa: F401  registers SkipblockNet layers
+        import keras_skipblock.quantization  # noqa: F401  registers the QAT layers
 
         try:
             return keras.saving.load_model(checkpoint, compile=False)
