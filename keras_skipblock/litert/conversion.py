@@ -78,6 +78,7 @@ def load_keras_model(checkpoint=None, model_name=None, image_size=224, num_class
 
         import keras_skipblock  # noqa: F401  registers BiasLossModel and friends
         import keras_skipblock.models  # noqa: F401  registers SkipblockNet layers
+        import keras_skipblock.quantization  # noqa: F401  registers the QAT layers
 
         try:
             return keras.saving.load_model(checkpoint, compile=False)
@@ -298,13 +299,12 @@ def detector_serving_function(model, input_shape, max_detections, iou_threshold,
 
 
 def requires_calibration(model):
-    """Whether int8 conversion of `model` needs representative images to set its ranges.
+    """Whether int8 conversion of `model` needs representative images to set its ranges:
+    True for post-training quantization, False for a quantization-aware model, whose FakeQuant
+    ops carry its ranges."""
+    from keras_skipblock.quantization import is_quantized
 
-    True for every model today (post-training quantization). A quantization-aware model
-    carries its ranges in its FakeQuant ops, and will answer False here.
-    """
-    del model
-    return True
+    return not is_quantized(model)
 
 
 def convert(model, quantize="none", representative_images=None, int8_friendly=True,
@@ -378,10 +378,10 @@ def convert_with_reference(model, quantize="none", representative_images=None, i
         if quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
         elif quantize == "int8":
-            if calibrate:
+            if calibrate:  # (TF's QAT path refuses INT8-only ops without a dataset)
                 converter.representative_dataset = _representative_dataset(representative_images)
-            # Full integer: conversion fails rather than leave float ops behind.
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                # Full integer: conversion fails rather than leave float ops behind.
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             if io_type == "int8":
                 converter.inference_input_type = tf.int8
                 converter.inference_output_type = tf.int8

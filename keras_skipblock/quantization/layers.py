@@ -1,0 +1,408 @@
+"""Keras 3 layers that simulate LiteRT's int8 kernels during training.
+
+Everything quantizes through `keras.quantizers.fake_quant_with_min_max_vars`,
+which on TensorFlow lowers to `FakeQuantWithMinMaxVars(PerChannel)` ops: the
+LiteRT converter reads their ranges and writes an int8 `.tflite` with no
+calibration set (see docs/quantization.md).
+
+What LiteRT computes, and so what these layers simulate:
+
+- weights: int8 per output channel, symmetric, narrow range [-127, 127]
+  (zero point 0, scale max|w| / 127) -- `_weight_fake_quant`;
+- activations: int8 per tensor, asymmetric [-128, 127] with a zero point,
+  at every tensor an int8 kernel writes -- `ActivationQuantizer` and the
+  output quantizers inside the other layers;
+- BatchNormalization after a conv is folded into the conv's weights and bias
+  (as the converter folds it), ReLU/ReLU6 after a conv or an addition is fused
+  (no quantization between them), hard-swish is the int8 form conversion uses
+  (ADD with RELU6, MUL by 1/6, MUL; see litert.conversion._hard_silu_int8), and
+  non-overlapping average pooling is the depthwise convolution with constant
+  1/(kh*kw) weights that `int8_friendly_ops` makes of it.
+
+Ranges: every activation range is a moving average (momentum `momentum`) of
+the batch minima and maxima seen in training (the first batch sets it), kept
+to contain 0 as int8 requires; it stops moving after `freeze_after` training
+steps, or when `freeze_ranges(model)` sets the layer's `ranges_frozen` flag.
+In inference the stored range is used. Weight ranges are the weights' own
+max |w| at every step (nothing to learn).
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+PACKAGE = "keras_skipblock_qat"
+INPUT_MARGIN = 0.01  # see ActivationQuantizer
+MIN_SPAN = 1e-5  # a range of width 0 (a dead channel) would give scale 0
+_INITIAL_RANGE = (-6.0, 6.0)
+_FUSABLE = ("linear", "relu", "relu6")
+
+# float32(3) plus one ulp, as conversion's int8 hard-swish (keeps the converter
+# from fusing the ops back into HARD_SWISH, which XNNPACK runs in float only).
+THREE_PLUS_ULP = float(np.nextafter(np.float32(3.0), np.float32(4.0)))
+
+
+def fake_quant_activation(x, low, high):
+    """Per-tensor asymmetric int8 fake quantization of `x` to [low, high]."""
+    return keras.quantizers.fake_quant_with_min_max_vars(x, low, high, num_bits=8, narrow_range=False)
+
+
+def _weight_fake_quant(kernel, axis=-1):
+    """Symmetric narrow-range int8 fake quantization of `kernel`, per channel
+    along `axis` (the output channels; what LiteRT stores for conv weights) or,
+    with axis=None, per tensor (its FULLY_CONNECTED weights: the converter
+    transposes a Dense kernel and refuses to carry a per-channel axis across)."""
+    if axis is None:
+        bound = ops.stop_gradient(ops.maximum(ops.max(ops.abs(kernel)), MIN_SPAN))
+        return keras.quantizers.fake_quant_with_min_max_vars(kernel, -bound, bound, num_bits=8,
+                                                             narrow_range=True)
+    ndim = len(kernel.shape)
+    axis = axis % ndim
+    reduce_axes = tuple(i for i in range(ndim) if i != axis)
+    bound = ops.maximum(ops.max(ops.abs(kernel), axis=reduce_axes), MIN_SPAN)
+    bound = ops.stop_gradient(bound)
+    return keras.quantizers.fake_quant_with_min_max_vars(
+        kernel, -bound, bound, num_bits=8, narrow_range=True, axis=axis)
+
+
+class QuantLayer(keras.layers.Layer):
+    """Base of the QAT layers: named activation ranges updated as moving
+    averages in training, a step counter and a freeze flag."""
+
+    def __init__(self, momentum=0.99, freeze_after=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= float(momentum) < 1.0:
+            raise ValueError(f"momentum must be in [0, 1); got {momentum}.")
+        self.momentum = float(momentum)
+        self.freeze_after = None if freeze_after is None else int(freeze_after)
+        self.range_names = []
+
+    def add_ranges(self, *names):
+        self.quant_steps = self.add_weight(shape=(), initializer="zeros", dtype="int32",
+                                           trainable=False, name="quant_steps")
+        self.ranges_frozen = self.add_weight(shape=(), initializer="zeros", dtype="int32",
+                                             trainable=False, name="ranges_frozen")
+        for name in names:
+            low = self.add_weight(shape=(), initializer=keras.initializers.Constant(_INITIAL_RANGE[0]),
+                                  trainable=False, name=f"{name}_min")
+            high = self.add_weight(shape=(), initializer=keras.initializers.Constant(_INITIAL_RANGE[1]),
+                                   trainable=False, name=f"{name}_max")
+            setattr(self, f"{name}_min", low)
+            setattr(self, f"{name}_max", high)
+            self.range_names.append(name)
+
+    def ranges(self):
+        """{name: (min, max)} of the layer's activation ranges (floats)."""
+        return {name: (float(getattr(self, f"{name}_min").numpy()), float(getattr(self, f"{name}_max").numpy()))
+                for name in self.range_names}
+
+    def _updating(self):
+        allowed = ops.equal(self.ranges_frozen, 0)
+        if self.freeze_after is not None:
+            allowed = ops.logical_and(allowed, ops.less(self.quant_steps, self.freeze_after))
+        return allowed
+
+    def fake_quant(self, x, name, training=False, margin=0.0):
+        """x fake-quantized to the range `name` (widened by the fraction
+        `margin`); in training the range first takes in this batch (moving
+        average, 0 kept inside)."""
+        low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
+        if training:
+            values = ops.stop_gradient(ops.cast(x, "float32"))
+            batch_low = ops.minimum(ops.min(values), 0.0)
+            batch_high = ops.maximum(ops.max(values), 0.0)
+            first = ops.equal(self.quant_steps, 0)
+            m = self.momentum
+            new_low = ops.where(first, batch_low, m * low + (1.0 - m) * batch_low)
+            new_high = ops.where(first, batch_high, m * high + (1.0 - m) * batch_high)
+            new_high = ops.maximum(new_high, new_low + MIN_SPAN)
+            updating = self._updating()
+            low.assign(ops.where(updating, new_low, low))
+            high.assign(ops.where(updating, new_high, high))
+        if margin:
+            return fake_quant_activation(x, low * (1.0 + margin), high * (1.0 + margin))
+        return fake_quant_activation(x, low, high)
+
+    def count_step(self, training=False):
+        if training:
+            self.quant_steps.assign(ops.where(self._updating(), self.quant_steps + 1, self.quant_steps))
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "freeze_after": self.freeze_after}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ActivationQuantizer(QuantLayer):
+    """Fake-quantizes its input per tensor: the int8 output of the op before it
+    (an input, Add, Multiply, Concatenate, global pooling, a ReLU, ...).
+
+    `margin` widens the quantization range by that fraction. quantize_model
+    gives the image input INPUT_MARGIN: images are 8-bit pixels, and pixels
+    scaled to [-1, 1] (the project's convention) fall exactly half-way
+    between the int8 levels of [-1, 1] (256 pixel values, 255 steps, 0 on
+    the grid). TensorFlow's FakeQuant rounds such ties up, LiteRT's QUANTIZE
+    away from zero or to even: 15 % of the input pixels of Fashion-MNIST
+    landed one level apart. A 1 % wider range moves every pixel >= 0.005
+    levels off a tie, so both round it alike.
+    """
+
+    def __init__(self, margin=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.margin = float(margin)
+
+    def build(self, input_shape):
+        self.add_ranges("output")
+
+    def call(self, inputs, training=False):
+        out = self.fake_quant(inputs, "output", training, margin=self.margin)
+        self.count_step(training)
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin}
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _apply_activation(x, activation):
+    if activation == "relu":
+        return ops.relu(x)
+    if activation == "relu6":
+        return ops.relu6(x)
+    return x
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class QuantConv(QuantLayer):
+    """Conv2D, DepthwiseConv2D or Dense with its BatchNormalization folded in,
+    an optional fused ReLU/ReLU6, int8 per-channel weights and an int8 output.
+
+    Folding: kernel' = kernel * g, bias' = beta + (bias - mean) * g with
+    g = gamma / sqrt(variance + epsilon) per output channel, which is what the
+    converter computes from the BN's moving statistics. The statistics stay
+    frozen (the layer never uses batch statistics): training then computes
+    the function the `.tflite` computes, and the weights are quantized after
+    folding, as LiteRT stores them. kernel, bias, gamma and beta train.
+    """
+
+    def __init__(self, kind, filters=None, kernel_size=(1, 1), strides=(1, 1), padding="valid",
+                 dilation_rate=(1, 1), depth_multiplier=1, use_bias=True, batchnorm=False,
+                 epsilon=1e-3, activation="linear", **kwargs):
+        super().__init__(**kwargs)
+        if kind not in ("conv", "depthwise", "dense"):
+            raise ValueError(f"kind must be conv, depthwise or dense; got {kind!r}.")
+        if activation not in _FUSABLE:
+            raise ValueError(f"QuantConv fuses only {_FUSABLE}; got {activation!r}.")
+        self.kind = kind
+        self.filters = None if filters is None else int(filters)
+        self.kernel_size = tuple(kernel_size)
+        self.strides = tuple(strides)
+        self.padding = padding
+        self.dilation_rate = tuple(dilation_rate)
+        self.depth_multiplier = int(depth_multiplier)
+        self.use_bias = bool(use_bias)
+        self.batchnorm = bool(batchnorm)
+        self.epsilon = float(epsilon)
+        self.activation = activation
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        if self.kind == "conv":
+            shape, out = (*self.kernel_size, channels, self.filters), self.filters
+        elif self.kind == "depthwise":
+            shape, out = (*self.kernel_size, channels, self.depth_multiplier), channels * self.depth_multiplier
+        else:
+            shape, out = (channels, self.filters), self.filters
+        self.out_channels = out
+        self.kernel = self.add_weight(shape=shape, initializer="glorot_uniform", name="kernel")
+        if self.use_bias:
+            self.bias = self.add_weight(shape=(out,), initializer="zeros", name="bias")
+        if self.batchnorm:
+            self.gamma = self.add_weight(shape=(out,), initializer="ones", name="gamma")
+            self.beta = self.add_weight(shape=(out,), initializer="zeros", name="beta")
+            self.moving_mean = self.add_weight(shape=(out,), initializer="zeros", trainable=False,
+                                               name="moving_mean")
+            self.moving_variance = self.add_weight(shape=(out,), initializer="ones", trainable=False,
+                                                   name="moving_variance")
+        self.add_ranges("output")
+
+    def folded_kernel_and_bias(self):
+        """(kernel, bias) with the BN folded in, before weight quantization."""
+        kernel = self.kernel
+        bias = self.bias if self.use_bias else ops.zeros((self.out_channels,), kernel.dtype)
+        if not self.batchnorm:
+            return kernel, bias
+        scale = self.gamma / ops.sqrt(self.moving_variance + self.epsilon)
+        if self.kind == "depthwise":
+            kernel = kernel * ops.reshape(scale, (kernel.shape[2], kernel.shape[3]))
+        else:
+            kernel = kernel * scale
+        return kernel, self.beta + (bias - self.moving_mean) * scale
+
+    def quantized_kernel(self):
+        kernel, _ = self.folded_kernel_and_bias()
+        if self.kind == "depthwise":
+            # Output channel c * multiplier + m: fake-quantize along the flattened last two axes.
+            shape = kernel.shape
+            flat = ops.reshape(kernel, (shape[0], shape[1], 1, shape[2] * shape[3]))
+            return ops.reshape(_weight_fake_quant(flat, -1), shape)
+        return _weight_fake_quant(kernel, None if self.kind == "dense" else -1)
+
+    def call(self, inputs, training=False):
+        _, bias = self.folded_kernel_and_bias()
+        kernel = self.quantized_kernel()
+        if self.kind == "conv":
+            x = ops.conv(inputs, kernel, strides=self.strides, padding=self.padding,
+                         dilation_rate=self.dilation_rate)
+        elif self.kind == "depthwise":
+            x = ops.depthwise_conv(inputs, kernel, strides=self.strides, padding=self.padding,
+                                   dilation_rate=self.dilation_rate)
+        else:
+            x = ops.matmul(inputs, kernel)
+        x = _apply_activation(x + bias, self.activation)
+        out = self.fake_quant(x, "output", training)
+        self.count_step(training)
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind, "filters": self.filters,
+                "kernel_size": self.kernel_size, "strides": self.strides, "padding": self.padding,
+                "dilation_rate": self.dilation_rate, "depth_multiplier": self.depth_multiplier,
+                "use_bias": self.use_bias, "batchnorm": self.batchnorm, "epsilon": self.epsilon,
+                "activation": self.activation}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class QuantHardActivation(QuantLayer):
+    """Hard-sigmoid relu6(x + 3) / 6, or hard-swish x * hard-sigmoid(x), in the
+    int8 form conversion traces (ADD with fused RELU6, MUL by 1/6[, MUL by x]),
+    each of those int8 tensors fake-quantized."""
+
+    def __init__(self, kind="hard_swish", **kwargs):
+        super().__init__(**kwargs)
+        if kind not in ("hard_swish", "hard_sigmoid"):
+            raise ValueError(f"kind must be hard_swish or hard_sigmoid; got {kind!r}.")
+        self.kind = kind
+
+    def build(self, input_shape):
+        names = ("shifted", "gate") + (("output",) if self.kind == "hard_swish" else ())
+        self.add_ranges(*names)
+
+    def call(self, inputs, training=False):
+        shifted = self.fake_quant(ops.relu6(inputs + THREE_PLUS_ULP), "shifted", training)
+        gate = self.fake_quant(shifted * (1.0 / 6.0), "gate", training)
+        out = gate if self.kind == "hard_sigmoid" else self.fake_quant(inputs * gate, "output", training)
+        self.count_step(training)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind}
+
+
+def _pool_weights(window, channels):
+    return np.full((window[0], window[1], channels, 1), 1.0 / (window[0] * window[1]), "float32")
+
+
+def _pool_matrix(in_size, out_size):
+    """PyTorch's adaptive-average windows as an (in, out) matrix."""
+    matrix = np.zeros((in_size, out_size), "float32")
+    for i in range(out_size):
+        start, end = (i * in_size) // out_size, -((-(i + 1) * in_size) // out_size)
+        matrix[start:end, i] = 1.0 / (end - start)
+    return matrix
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class QuantAveragePooling(QuantLayer):
+    """Average pooling as LiteRT runs it in int8 after conversion.
+
+    Call it on `x` (pooling by `pool_size`, non-overlapping) or on `[x, like]`
+    (SkipblockNet's adaptive pooling to `like`'s size). Non-overlapping
+    windows: a depthwise convolution with constant 1/(kh*kw) weights (what
+    `int8_friendly_ops` makes of AVERAGE_POOL_2D), int8 output. Other
+    windows: two convolutions with constant pooling matrices between
+    transposes (as `AdaptiveAveragePooling2D`), each output int8.
+    """
+
+    def __init__(self, pool_size=None, output_size=None, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = None if pool_size is None else tuple(pool_size)
+        self.output_size = None if output_size is None else tuple(output_size)
+
+    def _sizes(self, shape, like_shape):
+        if like_shape is not None:
+            return (shape[1], shape[2]), (like_shape[1], like_shape[2])
+        if self.output_size is not None:
+            return (shape[1], shape[2]), self.output_size
+        return (shape[1], shape[2]), (shape[1] // self.pool_size[0], shape[2] // self.pool_size[1])
+
+    def build(self, input_shape):
+        self.add_ranges("rows", "output")
+
+    def call(self, inputs, training=False):
+        x, like = (inputs[0], inputs[1]) if isinstance(inputs, (list, tuple)) else (inputs, None)
+        (in_h, in_w), (out_h, out_w) = self._sizes(x.shape, None if like is None else like.shape)
+        if None in (in_h, in_w, out_h, out_w):
+            raise ValueError(f"{self.name}: quantized average pooling needs static spatial sizes.")
+        if (in_h, in_w) == (out_h, out_w):
+            self.count_step(training)
+            return x
+        if in_h % out_h == 0 and in_w % out_w == 0:
+            window = (in_h // out_h, in_w // out_w)
+            kernel = _weight_fake_quant(ops.reshape(ops.convert_to_tensor(
+                _pool_weights(window, x.shape[-1])), (*window, 1, x.shape[-1])), -1)
+            kernel = ops.reshape(kernel, (*window, x.shape[-1], 1))
+            out = self.fake_quant(ops.depthwise_conv(x, kernel, strides=window, padding="valid"),
+                                "output", training)
+        else:
+            rows = _weight_fake_quant(ops.convert_to_tensor(_pool_matrix(in_h, out_h))[None, None], -1)
+            cols = _weight_fake_quant(ops.convert_to_tensor(_pool_matrix(in_w, out_w))[None, None], -1)
+            y = ops.conv(ops.transpose(x, (0, 2, 3, 1)), rows)  # (b, w, c, oh)
+            y = self.fake_quant(y, "rows", training)
+            y = ops.conv(ops.transpose(y, (0, 3, 2, 1)), cols)  # (b, oh, c, ow)
+            out = self.fake_quant(ops.transpose(y, (0, 1, 3, 2)), "output", training)
+        self.count_step(training)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
+            x_shape, like_shape = input_shape
+            return (x_shape[0], like_shape[1], like_shape[2], x_shape[3])
+        (_, _), (out_h, out_w) = self._sizes(input_shape, None)
+        return (input_shape[0], out_h, out_w, input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "output_size": self.output_size}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class QuantRescaling(QuantLayer):
+    """x * scale + offset (Rescaling, InputScaling) as LiteRT's int8 MUL then
+    ADD, each output int8."""
+
+    def __init__(self, scale=1.0, offset=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+        self.offset = offset
+
+    def build(self, input_shape):
+        self.add_ranges("scaled", "output")
+
+    def call(self, inputs, training=False):
+        x = self.fake_quant(inputs * ops.convert_to_tensor(self.scale, "float32"), "scaled", training)
+        out = self.fake_quant(x + ops.convert_to_tensor(self.offset, "float32"), "output", training)
+        self.count_step(training)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "offset": self.offset}
+
+
+QUANT_LAYERS = (ActivationQuantizer, QuantConv, QuantHardActivation, QuantAveragePooling, QuantRescaling)
