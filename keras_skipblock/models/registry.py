@@ -11,7 +11,7 @@ input by 1/255 inside, has those layers replaced by identities.
 
 import keras
 
-from keras_skipblock.task import with_features
+from keras_skipblock.bias_loss_model import with_features
 
 
 def _skipblocknet(variant):

@@ -5,7 +5,7 @@
 
 from keras_skipblock.training.callbacks import EMAModelCheckpoint, standard_callbacks
 from keras_skipblock.training.driver import TrainConfig, build_model, build_schedule, load_matching_weights, train
-from keras_skipblock.training.losses import LOSSES, SparseCategoricalFocalCrossentropy, make_loss
+from keras_skipblock.training.loss_factory import LOSSES, SparseCategoricalFocalCrossentropy, make_loss
 from keras_skipblock.training.optimizers import (
     SGD,
     RMSprop,

@@ -15,7 +15,7 @@ from keras_skipblock.models.authors_weights import is_authors_checkpoint, load_a
 from keras_skipblock.models.torch_state_dict import CheckpointError
 from keras_skipblock.training import callbacks as callbacks_lib
 from keras_skipblock.training import optimizers, schedules
-from keras_skipblock.training.losses import make_loss
+from keras_skipblock.training.loss_factory import make_loss
 from keras_skipblock.training.strategy import get_strategy, is_chief
 from keras_skipblock.validation import InputError, check_model_file, check_training_config
 
@@ -321,7 +321,7 @@ def check_config(config):
     """Every flag of a classification run in range, before any work (InputError)."""
     from keras_skipblock.data import DATASETS
     from keras_skipblock.models import MODEL_NAMES
-    from keras_skipblock.training.losses import LOSSES
+    from keras_skipblock.training.loss_factory import LOSSES
     from keras_skipblock.training.strategy import STRATEGIES
 
     for field, choices in (("dataset", DATASETS), ("loss", LOSSES), ("lr_schedule", SCHEDULES),
