@@ -16,14 +16,7 @@ from keras_skipblock.models import registry
 from keras_skipblock.models.authors_weights import is_authors_checkpoint, load_authors_weights
 from keras_skipblock.training import optimizers, schedules
 from keras_skipblock.training.loss_factory import make_loss
-from keras_skipblock.training.run import (  # noqa: F401  check_enough_data, epochs_completed, json_safe, write_json: importable here as before
-    Task,
-    check_enough_data,
-    epochs_completed,
-    json_safe,
-    run,
-    write_json,
-)
+from keras_skipblock.training.run import Task, run, write_json  # noqa: F401  write_json: importable here as before
 from keras_skipblock.validation import InputError, check_model_file, check_training_config
 
 SCHEDULES = ("paper", "multistep", "cosine", "constant")
