@@ -20,7 +20,10 @@ setup(
         "keras-cv>=0.9",
         "absl-py>=1.4",
         "tensorboard>=2.17",  # the recipes' TensorBoard logs
-        "importlib_resources>=6",  # TFDS's imagenet2012 builder imports it
+        # Every TFDS data set (cifar100, food101, imagenet2012, voc) needs it: tfds' DatasetBuilder
+        # looks up its checksums through code_path, which imports this backport, and TFDS
+        # declares it only for Python < 3.9.
+        "importlib_resources>=6",
         "ai-edge-litert>=2.3",
         "numpy>=1.26",
         "scikit-learn>=1.4",  # the `digits` data set (conversion/evaluation --representative_data=digits)

@@ -37,7 +37,7 @@ def count(weights):
 
 def measure(name, kwargs, size, classes):
     model = get_model(name, input_shape=(size, size, 3), num_classes=classes, **kwargs)
-    trainable = count(model.trainable_weights)
+    trainable = ks.count_params(model)
     # All weights, BN moving statistics included, but not BiasLossModel's
     # running-minimum scalar (a training state, not a model parameter).
     total = count(w for w in model.weights if "bias_loss_variance_min" not in w.path)

@@ -1,5 +1,5 @@
-"""Multiply-accumulate counts of Keras models ("FLOPs" as mobile-network
-papers report them)."""
+"""Model cost as mobile-network papers report it: multiply-accumulates
+("FLOPs", `count_flops`) and trainable parameters (`count_params`)."""
 
 import math
 
@@ -10,6 +10,13 @@ from keras_skipblock import _compat
 
 def _size(shape):
     return math.prod(int(d) for d in shape if d is not None)
+
+
+def count_params(model):
+    """Trainable parameters of `model`: the count papers' tables give (SkipblockNet-M
+    5,532,352; keras' MobileNetV3-Large 5,483,032). `model.count_params()` also counts
+    BatchNorm's moving statistics and other state, which no optimizer updates."""
+    return int(sum(_size(w.shape) for w in model.trainable_weights))
 
 
 def _layer_macs(layer, input_shape, output_shape):

@@ -15,13 +15,14 @@ wins. Rerun with the same --model_dir to resume. Ends with one SUMMARY line
 """
 
 import os
+import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from absl import app, flags  # noqa: E402
+import common  # noqa: E402
+from absl import flags  # noqa: E402
 
-# Per data set defaults of the flags marked None below.
+# Per data set defaults of the flags left None below.
 DEFAULTS = {
     "voc": dict(image_size=300, canvas_size=None, epochs=200, batch_size=42, learning_rate=0.01,
                 warmup_epochs=0.0, bn_momentum=None, train_images=None, validation_size=None,
@@ -33,57 +34,44 @@ DEFAULTS = {
 DEFAULTS["voc_folder"] = DEFAULTS["voc"]
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("dataset", "voc", ["voc", "voc_folder", "fashion_mnist_scenes"],
-                  "voc: TFDS voc/2007 + voc/2012; voc_folder: a VOCdevkit folder; fashion_mnist_scenes: offline.")
-flags.DEFINE_string("data_dir", None, "TFDS data dir (voc) or VOCdevkit folder (voc_folder) or "
-                    "Fashion-MNIST IDX folder (scenes; default: the usual places).")
-flags.DEFINE_integer("image_size", None, "Input side (voc: 300, scenes: 128).")
+# The flags every recipe shares, with detection's choices and defaults.
+common.define_flags(
+    names=("dataset", "data_dir", "image_size", "validation_size", "model", "width", "bn_momentum", "loss",
+           "alpha", "beta", "epochs", "batch_size", "learning_rate", "lr_schedule", "warmup_epochs",
+           "milestones", "lr_factor", "optimizer", "momentum", "weight_decay", "ema_decay", "model_dir",
+           "seed", "steps_per_epoch", "backup_steps", "run_eagerly"),
+    choices=dict(dataset=["voc", "voc_folder", "fashion_mnist_scenes"],
+                 lr_schedule=["cosine", "multistep", "constant"], optimizer=["sgd", "rmsprop"]),
+    helps=dict(
+        dataset="voc: TFDS voc/2007 + voc/2012; voc_folder: a VOCdevkit folder; fashion_mnist_scenes: offline.",
+        data_dir="TFDS data dir (voc) or VOCdevkit folder (voc_folder) or Fashion-MNIST IDX folder "
+                 "(scenes; default: the usual places).",
+        image_size="Input side (voc: 300, scenes: 128).",
+        validation_size="Validation images (scenes; VOC validates on 2007 test).",
+        model="Backbone: skipblocknet_xs|s|m|l, mobilenet_v2, mobilenet_v3_large.",
+        bn_momentum="Backbone BatchNorm momentum (scenes: 0.9).",
+        loss="Classification branch: bias (Bias Loss on hard-mined anchors), ce (SSD), focal.",
+        epochs="Epochs (voc: 200).", batch_size="Batch size (voc: 42).",
+        learning_rate="Peak learning rate (voc: 0.01).",
+        warmup_epochs="Linear warm-up epochs before the cosine decay.",
+        seed="Random seed (also the scenes' generator seed)."),
+    dataset="voc", image_size=None, validation_size=None, model="skipblocknet_s", loss="ce", epochs=None,
+    batch_size=None, learning_rate=None, lr_schedule="cosine", warmup_epochs=None, milestones=["120", "160"],
+    lr_factor=0.1, optimizer="sgd", weight_decay=4e-5, ema_decay=0.0)
 flags.DEFINE_integer("train_images", None, "Training images (scenes: how many to generate; VOC: a cap).")
-flags.DEFINE_integer("validation_size", None, "Validation images (scenes; VOC validates on 2007 test).")
 flags.DEFINE_integer("test_images", None, "Test images (scenes: how many; VOC: a cap).")
 flags.DEFINE_integer("canvas_size", None, "fashion_mnist_scenes: canvas side in pixels (128).")
 flags.DEFINE_bool("augment", True, "Random horizontal flip (keras-cv, boxes follow).")
-flags.DEFINE_string("model", "skipblocknet_s", "Backbone: skipblocknet_xs|s|m|l, mobilenet_v2, mobilenet_v3_large.")
 flags.DEFINE_enum("head", "ssd", ["ssd", "ssdlite"], "ssd: 3x3 convolutions; ssdlite: depthwise-separable.")
-flags.DEFINE_float("width", None, "Backbone width multiplier (SkipblockNet width, MobileNet alpha).")
-flags.DEFINE_float("bn_momentum", None, "Backbone BatchNorm momentum (scenes: 0.9).")
-flags.DEFINE_enum("loss", "ce", ["bias", "ce", "focal"], "Classification branch: bias (Bias Loss on "
-                  "hard-mined anchors), ce (SSD), focal.")
-flags.DEFINE_float("alpha", 0.3, "Bias Loss alpha.")
-flags.DEFINE_float("beta", 0.3, "Bias Loss beta.")
-flags.DEFINE_integer("epochs", None, "Epochs (voc: 200).")
-flags.DEFINE_integer("batch_size", None, "Batch size (voc: 42).")
-flags.DEFINE_float("learning_rate", None, "Peak learning rate (voc: 0.01).")
-flags.DEFINE_enum("lr_schedule", "cosine", ["cosine", "multistep", "constant"], "Learning-rate schedule.")
-flags.DEFINE_float("warmup_epochs", None, "Linear warm-up epochs before the cosine decay.")
-flags.DEFINE_list("milestones", ["120", "160"], "Multistep: epochs where the rate is cut.")
-flags.DEFINE_float("lr_factor", 0.1, "Multistep: factor at each milestone.")
-flags.DEFINE_enum("optimizer", "sgd", ["sgd", "rmsprop"], "Optimizer.")
-flags.DEFINE_float("momentum", 0.9, "Optimizer momentum.")
-flags.DEFINE_float("weight_decay", 4e-5, "L2 on conv kernels, in the loss.")
-flags.DEFINE_float("ema_decay", 0.0, "Weight EMA decay; 0 turns EMA off.")
-flags.DEFINE_string("model_dir", None, "Output folder; rerun with the same one to resume.")
-flags.DEFINE_integer("seed", 0, "Random seed (also the scenes' generator seed).")
-flags.DEFINE_integer("steps_per_epoch", None, "Cap each epoch at this many steps.")
-flags.DEFINE_integer("backup_steps", None, "Also back up every N steps.")
-flags.DEFINE_bool("run_eagerly", False, "Debugging and tests: run eagerly, no tracing.")
-flags.DEFINE_bool("verbose", False, "On an error, also show its traceback.")
 
 
 def config_from_flags():
     from keras_skipblock.detection.train import DetectionConfig
-    from keras_skipblock.validation import InputError
 
-    values = {name: FLAGS[name].value for name in FLAGS if name in DetectionConfig.__dataclass_fields__}
+    values = common.flag_values(DetectionConfig)
     for name, default in DEFAULTS[values["dataset"]].items():
         if values.get(name) is None:
             values[name] = default
-    try:
-        values["milestones"] = tuple(float(m) for m in values["milestones"])
-    except ValueError:
-        raise InputError(f"--milestones must be epochs separated by commas, e.g. 120,160; got "
-                         f"{','.join(values['milestones'])}.") from None
-    values["ema_decay"] = values["ema_decay"] or None
     if values["canvas_size"] is None:
         values["canvas_size"] = values["image_size"]
     if not values.get("model_dir"):
@@ -93,10 +81,9 @@ def config_from_flags():
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from keras_skipblock.detection.train import check_detection_config, train_detector
 
+    common.check_arguments(argv)
     train_detector(check_detection_config(config_from_flags()))
 
 

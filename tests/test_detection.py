@@ -119,6 +119,28 @@ def test_skipblocknet_detector_reads_the_first_stride32_expansion():
         detection.build_detector("skipblocknet_s", 20, (SMALL, SMALL, 3), head="yolo")
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_large"])
+def test_registry_taps_are_the_first_stride32_expansion(name):
+    """The registry's named stride-16 taps are the layers the structural rule
+    (input of the last stride-2 depthwise conv) finds; SkipblockNet's is checked above."""
+    from keras_skipblock.models import registry
+
+    backbone = registry.get_backbone(name, (SMALL, SMALL, 3))
+    assert registry.feature_taps(name, backbone) == detection.backbone_features(backbone)
+
+
+def test_detection_config_extends_train_config_and_refuses_what_detection_lacks():
+    from keras_skipblock.detection.train import check_detection_config
+    from keras_skipblock.training import TrainConfig
+    from keras_skipblock.validation import InputError
+
+    assert issubclass(detection.DetectionConfig, TrainConfig)
+    check_detection_config(detection.DetectionConfig(dataset="fashion_mnist_scenes"))
+    with pytest.raises(InputError, match="do not support strategy, mixed_precision yet"):
+        check_detection_config(detection.DetectionConfig(
+            dataset="fashion_mnist_scenes", strategy="mirrored", mixed_precision=True))
+
+
 def test_detector_keras_round_trip(tmp_path):
     import keras
 

@@ -26,10 +26,10 @@ from keras import layers
 from keras_skipblock import _compat
 from keras_skipblock.detection.anchors import SSD_ANCHORS, anchors_per_location
 from keras_skipblock.detection.loss import MultiboxLoss
+from keras_skipblock.models import registry
 
 HEADS = ("ssd", "ssdlite")
-BACKBONES = ("skipblocknet_xs", "skipblocknet_s", "skipblocknet_m", "skipblocknet_l",
-             "mobilenet_v2", "mobilenet_v3_large")
+BACKBONES = registry.DETECTION_BACKBONES
 
 # The extra layers of the MobileNetV2 paper's SSD: (1x1 channels, 3x3 stride-2 channels).
 EXTRA_LAYERS = ((256, 512), (128, 256), (128, 256), (64, 128))
@@ -45,40 +45,13 @@ def feature_key(level):
 # -- backbones ------------------------------------------------------------------
 
 
-def _backbone(name, input_shape, width=None, bn_momentum=None):
-    """The backbone without its classifier, as a keras.Model on `input_shape`."""
-    key = name.lower()
-    if key.startswith("skipblocknet_"):
-        from keras_skipblock.models import skipblocknet
-
-        kwargs = {} if bn_momentum is None else {"bn_momentum": bn_momentum}
-        return skipblocknet.SkipblockNet(key.split("_", 1)[1].upper(), input_shape=input_shape,
-                                         width=width, include_top=False, **kwargs)
-    alpha = 1.0 if width is None else width
-    if key == "mobilenet_v2":
-        model = keras.applications.MobileNetV2(input_shape=input_shape, include_top=False,
-                                               weights=None, alpha=alpha)
-    elif key == "mobilenet_v3_large":
-        model = keras.applications.MobileNetV3Large(input_shape=input_shape, include_top=False,
-                                                    weights=None, alpha=alpha,
-                                                    include_preprocessing=False)
-    else:
-        raise ValueError(f"Unknown detection backbone {name!r}; use one of {', '.join(BACKBONES)}.")
-    if bn_momentum is not None:
-        for layer in model.layers:
-            if isinstance(layer, layers.BatchNormalization):
-                layer.momentum = bn_momentum
-    return model
-
-
 def backbone_features(backbone):
-    """(stride-16 map, stride-32 map) of a classifier-less backbone.
+    """(stride-16 map, stride-32 map) of a classifier-less backbone you built yourself
+    (the registry's backbones have named taps, `models.registry.feature_taps`).
 
     Stride 16: the input of the last stride-2 depthwise convolution (through
     its ZeroPadding2D, if any), i.e. the expansion layer of the first
-    stride-32 block, as the MobileNetV2 paper's SSD. Found by structure, so it
-    works for SkipblockNet (with "same" or explicit padding) and the
-    keras.applications MobileNets alike. Stride 32: the backbone's output.
+    stride-32 block, as the MobileNetV2 paper's SSD. Stride 32: the backbone's output.
     """
     strided = [layer for layer in backbone.layers
                if isinstance(layer, layers.DepthwiseConv2D) and tuple(layer.strides) == (2, 2)]
@@ -172,7 +145,8 @@ def build_detector(backbone="skipblocknet_s", num_classes=20, input_shape=(300, 
     """An SSD (or SSDLite) detector.
 
     Args:
-        backbone: one of BACKBONES ("skipblocknet_s" default), or a built
+        backbone: one of BACKBONES ("skipblocknet_s" default; built and
+            tapped by `keras_skipblock.models.registry`), or a built
             classifier-less keras.Model (its stride-16/32 maps are found by
             `backbone_features`).
         num_classes: object classes, background excluded (VOC: 20); the class
@@ -198,11 +172,12 @@ def build_detector(backbone="skipblocknet_s", num_classes=20, input_shape=(300, 
     separable = head == "ssdlite"
     if isinstance(backbone, str):
         backbone_name = backbone.lower()
-        backbone = _backbone(backbone_name, tuple(input_shape), width, bn_momentum)
+        backbone = registry.get_backbone(backbone_name, tuple(input_shape), width, bn_momentum)
+        stride16, stride32 = registry.feature_taps(backbone_name, backbone)
     else:
         backbone_name = backbone.name
+        stride16, stride32 = backbone_features(backbone)
     inputs = backbone.inputs[0]
-    stride16, stride32 = backbone_features(backbone)
 
     maps = [stride16, stride32]
     x = stride32
@@ -227,9 +202,7 @@ def build_detector(backbone="skipblocknet_s", num_classes=20, input_shape=(300, 
         outputs[feature_key(level)] = layers.Identity(name=feature_key(level))(feature)
     detector = SSDDetector(inputs, outputs, name=name or f"{backbone_name}_{head}")
     if bn_momentum is not None:
-        from keras_skipblock.training.optimizers import set_bn_momentum
-
-        set_bn_momentum(detector, bn_momentum)  # extra layers and heads too
+        registry.set_bn_momentum(detector, bn_momentum)  # extra layers and heads too
     return detector
 
 

@@ -36,7 +36,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from keras_skipblock.task import BiasLossModel
+from keras_skipblock.bias_loss_model import BiasLossModel
 
 
 def make_divisible(value, divisor=8, min_value=None):

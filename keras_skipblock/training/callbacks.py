@@ -1,5 +1,6 @@
 """Callbacks: checkpoints of the EMA weights, backups every worker resumes from, the standard set of a run."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -53,6 +54,25 @@ def _swap_with_averages(optimizer):
         strategy.extended.update(variable.value, swap, args=(average.value,))
 
 
+@contextlib.contextmanager
+def ema_weights(model, swapper=None):
+    """Inside the block `model` holds the optimizer's EMA weights; its own come back on
+    exit, also on an error. A no-op without EMA or before the optimizer is built.
+    `swapper`: a SwapEMAWeights set on `model`, kept by a caller that swaps often
+    (its compiled swap is traced once)."""
+    swap = has_ema(model) and getattr(model.optimizer, "built", False)
+    if swap and swapper is None:
+        swapper = SwapEMAWeights()
+        swapper.set_model(model)
+    if swap:
+        _compat.swap_ema_weights(swapper)
+    try:
+        yield
+    finally:
+        if swap:
+            _compat.swap_ema_weights(swapper)
+
+
 class EMAModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """ModelCheckpoint that saves the EMA weights (the ones validation saw).
 
@@ -76,10 +96,7 @@ class EMAModelCheckpoint(keras.callbacks.ModelCheckpoint):
         self._swapper.set_model(model)
 
     def _save_model(self, epoch, batch, logs):
-        swap = has_ema(self.model) and getattr(self.model.optimizer, "built", False)
-        if swap:
-            _compat.swap_ema_weights(self._swapper)
-        try:
+        with ema_weights(self.model, self._swapper):
             path = _compat.checkpoint_file_path(self, epoch, batch, logs)
             if _compat.checkpoint_should_save(self, epoch, batch, logs, path):
                 self.best_weights = self.model.get_weights()
@@ -87,9 +104,6 @@ class EMAModelCheckpoint(keras.callbacks.ModelCheckpoint):
                     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
                     save = self.model.save_weights if self.save_weights_only else self.model.save
                     save(path, overwrite=True)
-        finally:
-            if swap:
-                _compat.swap_ema_weights(self._swapper)
 
 
 class BackupAndRestore(keras.callbacks.BackupAndRestore):

@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from keras_skipblock import _compat
+from keras_skipblock.models.registry import set_bn_momentum  # noqa: F401  where it was; a model operation
 
 PAPER_EMA_DECAY = 0.9999  # EfficientNet's reference; the paper prints 0.99995
 RMSPROP_EPSILON = 0.001
@@ -89,9 +90,3 @@ def add_weight_decay(model, weight_decay):
                 count += 1
     return count
 
-
-def set_bn_momentum(model, momentum):
-    """Set every BatchNormalization layer's momentum (short runs need a faster one)."""
-    for layer in _compat.flatten_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = momentum

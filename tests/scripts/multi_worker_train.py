@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_skipblock.losses import BiasLoss  # noqa: E402
-from keras_skipblock.task import BiasLossModel  # noqa: E402
+from keras_skipblock.bias_loss_model import BiasLossModel  # noqa: E402
 from keras_skipblock.training import callbacks as callbacks_lib  # noqa: E402
 from keras_skipblock.training import driver  # noqa: E402
 

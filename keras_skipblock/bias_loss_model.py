@@ -1,4 +1,4 @@
-"""The classifier task: a functional model with outputs {"logits", "features"}
+"""`BiasLossModel` and `with_features`: a functional classifier with outputs {"logits", "features"}
 whose training logic routes both into `BiasLoss` and logits alone into any
 other loss and into the metrics.
 
