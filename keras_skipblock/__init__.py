@@ -21,10 +21,13 @@ from keras_skipblock.losses import BiasLoss, BiasWeights, bias_weights, sample_v
 # Registers SSDDetector, so keras.saving.load_model(path, compile=False) revives saved detectors
 # (LiteRT conversion relies on it); light: keras-cv loads only when anchors are made.
 from keras_skipblock.detection import model as _detection_model  # noqa: E402, F401
+# Registers the QAT layers, so best_qat.keras files load the same way (keras only).
+from keras_skipblock.quantization import layers as _quantization_layers  # noqa: E402, F401
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("analysis", "data", "detection", "evaluation", "litert", "training", "validation")
+_SUBPACKAGES = ("analysis", "data", "detection", "evaluation", "litert", "quantization", "training",
+                "validation")
 
 
 def load_model(path, compile=True, **kwargs):

@@ -197,6 +197,7 @@ def build_files(builders, modes, output_dir, reuse=False, log=print):
     import keras
 
     from keras_skipblock import count_flops
+    from keras_skipblock.flops import count_params
     from keras_skipblock.litert.conversion import convert
     from keras_skipblock.litert.runtime import write_tflite
 
@@ -205,7 +206,7 @@ def build_files(builders, modes, output_dir, reuse=False, log=print):
     for label, build in builders.items():
         keras.utils.set_random_seed(0)
         model, calibration = build()
-        info[label] = {"params": int(sum(int(w.numpy().size) for w in model.trainable_weights)),
+        info[label] = {"params": count_params(model),
                        "flops": count_flops(model), "image_size": int(model.inputs[0].shape[1])}
         for mode in modes:
             path = os.path.join(output_dir, f"{label}_{MODE_LABEL.get(mode, mode)}.tflite")

@@ -75,7 +75,7 @@ def fine_tune(model, train_data, validation_data=None, epochs=2, learning_rate=1
 
         model = keras.saving.load_model(model, compile=False)
     from keras_skipblock.losses import BiasLoss
-    from keras_skipblock.task import BiasLossModel
+    from keras_skipblock.bias_loss_model import BiasLossModel
 
     qat = model if is_quantized(model) else quantize_model(model, momentum=momentum)
     if loss is None:

@@ -172,7 +172,7 @@ def quantize_model(model, momentum=0.99, freeze_after=None):
 
     outputs = keras.tree.map_structure(lambda t: new[id(t)], model.output)
     inputs = new_inputs[0] if len(new_inputs) == 1 else new_inputs
-    from keras_skipblock.task import BiasLossModel
+    from keras_skipblock.bias_loss_model import BiasLossModel
 
     if isinstance(model, BiasLossModel):
         quantized = type(model)(inputs, outputs, name=model.name)
