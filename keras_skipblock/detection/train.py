@@ -42,7 +42,7 @@ class DetectionConfig:
     validation_size: Optional[int] = None
     test_images: Optional[int] = None
     canvas_size: int = 160  # fashion_mnist_scenes
-    augment: bool = True
+    augment: str = "ssd"  # none | flip | ssd (detection/augment.py)
     # model
     model: str = "skipblocknet_s"
     head: str = "ssd"
@@ -110,11 +110,13 @@ def evaluate_map(model, images, truth, anchors):
 
 def check_detection_config(config):
     """Every flag of a detection run in range, before any work (InputError)."""
+    from keras_skipblock.detection.augment import AUGMENTATIONS
     from keras_skipblock.detection.model import BACKBONES
 
     for field, choices in (("dataset", data_lib.DATASETS), ("head", ("ssd", "ssdlite")),
                            ("loss", ("bias", "ce", "focal")), ("optimizer", ("sgd", "rmsprop")),
-                           ("lr_schedule", ("cosine", "multistep", "constant"))):
+                           ("lr_schedule", ("cosine", "multistep", "constant")),
+                           ("augment", AUGMENTATIONS)):
         if getattr(config, field) not in choices:
             raise InputError(f"--{field}: unknown value {getattr(config, field)!r}; use one of "
                              f"{', '.join(choices)}.")
