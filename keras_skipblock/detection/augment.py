@@ -11,12 +11,13 @@
   2. zoom-out (p 0.5): the image placed at a random spot of a canvas up to
      4x its width and height, filled with the image's mean colour;
   3. min-IoU random crop: one of {whole image, IoU >= 0.1, 0.3, 0.5, 0.7,
-     0.9, any patch} uniformly; 50 candidate patches, sides 0.3-1 of the
-     canvas, aspect (h/w in pixels) 0.5-2; a candidate qualifies when at least
-     one object's IoU with it reaches the threshold (the SSD authors' Caffe
-     `SatisfySampleConstraint`) and at least one object's centre lies in it;
-     the first that qualifies is taken, else the whole canvas. Boxes whose
-     centre is in the patch are kept, clipped to it; the others dropped;
+     0.9, any patch}, uniformly among the modes where one of 50 candidate
+     patches qualifies (`sample_crop`); candidates have sides 0.3-1 of the
+     canvas and aspect (h/w in pixels) 0.5-2, and qualify when at least one
+     object's IoU with them reaches the threshold (the SSD authors' Caffe
+     `SatisfySampleConstraint`) and at least one object's centre lies in them.
+     Boxes whose centre is in the patch are kept, clipped to it; the others
+     dropped;
   4. horizontal flip (p 0.5);
   5. resize to image_size x image_size (bilinear).
 
@@ -76,20 +77,19 @@ def check_augment(augment):
     return augment
 
 
-_LAYERS = {}
-
-
 def _photometric_layers():
-    """keras-cv's photometric layers, built once, used only for their pixel work."""
-    if not _LAYERS:
-        import keras_cv
+    """keras-cv's photometric layers, used only for their pixel work. Built at
+    import: they create random-generator variables, which a traced function
+    (tf.data's map, a test's tf.function) must not create on a later trace."""
+    import keras_cv
 
-        _LAYERS.update(
-            brightness=keras_cv.layers.RandomBrightness(0.1, value_range=(0, 255)),
-            contrast=keras_cv.layers.RandomContrast(value_range=(0, 255), factor=0.5),
-            saturation=keras_cv.layers.RandomSaturation(0.5),
-            hue=keras_cv.layers.RandomHue(0.1, value_range=(0, 255)))
-    return _LAYERS
+    return dict(brightness=keras_cv.layers.RandomBrightness(0.1, value_range=(0, 255)),
+                contrast=keras_cv.layers.RandomContrast(value_range=(0, 255), factor=0.5),
+                saturation=keras_cv.layers.RandomSaturation(0.5),
+                hue=keras_cv.layers.RandomHue(0.1, value_range=(0, 255)))
+
+
+_LAYERS = _photometric_layers()
 
 
 def _uniform(seed, low, high, shape=()):
@@ -98,7 +98,7 @@ def _uniform(seed, low, high, shape=()):
 
 def photometric_distort(image, seed):
     """SSD's photometric distortion of a float32 (H, W, 3) image in [0, 255]."""
-    layers = _photometric_layers()
+    layers = _LAYERS
     seeds = tf.random.experimental.stateless_split(seed, 8)
     apply = _uniform(seeds[0], 0.0, 1.0, (4,)) < 0.5
     images = image[None]
@@ -125,30 +125,40 @@ def _pairwise_iou(patches, boxes):
     return keras_cv.bounding_box.compute_iou(patches, boxes, bounding_box_format="xyxy")
 
 
-def sample_crop(seed, boxes, aspect, trials=CROP_TRIALS):
+def sample_crop(seed, boxes, aspect, trials=CROP_TRIALS, modes=CROP_MODES):
     """SSD's min-IoU patch (4,) rel_xyxy of a canvas holding `boxes` (M, 4)
     rel_xyxy of that canvas; `aspect` = canvas height / width in pixels.
-    Written here: keras-cv 0.9 has no crop sampler constrained by the objects."""
+    Written here: keras-cv 0.9 has no crop sampler constrained by the objects.
+
+    Every mode of CROP_MODES gets `trials` candidates at once (vectorised, no
+    loop); among the modes where a candidate qualifies (the whole image always
+    does) one is chosen uniformly and its first qualifying candidate taken. That
+    is the SSD authors' Caffe rule (one sampler chosen among those that
+    succeeded), and the distribution of ssd.pytorch's "draw another mode until
+    one succeeds". `modes`: IoU thresholds, -1 = the whole image, 0 = any
+    patch; when no mode succeeds, the whole image."""
     seeds = tf.random.experimental.stateless_split(seed, 6)
-    mode = tf.random.stateless_uniform((), seeds[0], 0, len(CROP_MODES), tf.int32)
-    threshold = tf.gather(tf.constant(CROP_MODES, tf.float32), mode)
-    w = _uniform(seeds[1], MIN_CROP_SIDE, 1.0, (trials,))
-    h = _uniform(seeds[2], MIN_CROP_SIDE, 1.0, (trials,))
-    x0 = _uniform(seeds[3], 0.0, 1.0, (trials,)) * (1.0 - w)
-    y0 = _uniform(seeds[4], 0.0, 1.0, (trials,)) * (1.0 - h)
-    patches = tf.stack([x0, y0, x0 + w, y0 + h], axis=1)
+    thresholds = tf.constant(modes, tf.float32)[:, None, None]  # (modes, 1, 1)
+    modes = len(modes)
+    w = _uniform(seeds[1], MIN_CROP_SIDE, 1.0, (modes, trials))
+    h = _uniform(seeds[2], MIN_CROP_SIDE, 1.0, (modes, trials))
+    x0 = _uniform(seeds[3], 0.0, 1.0, (modes, trials)) * (1.0 - w)
+    y0 = _uniform(seeds[4], 0.0, 1.0, (modes, trials)) * (1.0 - h)
+    patches = tf.stack([x0, y0, x0 + w, y0 + h], axis=-1)  # (modes, trials, 4)
     pixel_aspect = h * aspect / w
     ok = (pixel_aspect >= CROP_ASPECT[0]) & (pixel_aspect <= CROP_ASPECT[1])
-    has_boxes = tf.shape(boxes)[0] > 0
-    iou = _pairwise_iou(patches, boxes)  # (trials, M)
-    iou_ok = (threshold <= 0.0) | tf.reduce_any(iou >= threshold, axis=1)
+    iou = tf.reshape(_pairwise_iou(tf.reshape(patches, (-1, 4)), boxes), (modes, trials, -1))
+    iou_ok = tf.reduce_any(iou >= thresholds, axis=2) | (thresholds[:, :, 0] <= 0.0)
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2.0
-    inside = _centres_inside(patches[:, None, :], centres[None])  # (trials, M)
-    centre_ok = tf.logical_not(has_boxes) | tf.reduce_any(inside, axis=1)
+    inside = _centres_inside(patches[:, :, None, :], centres[None, None])  # (modes, trials, M)
+    centre_ok = tf.reduce_any(inside, axis=2) | tf.equal(tf.shape(boxes)[0], 0)
     ok = ok & iou_ok & centre_ok
-    found = tf.reduce_any(ok) & (threshold >= 0.0)
-    first = tf.argmax(tf.cast(ok, tf.int32), output_type=tf.int32)
-    return tf.where(found, patches[first], tf.constant([0.0, 0.0, 1.0, 1.0]))
+    whole = thresholds[:, 0, 0] < 0.0
+    found = tf.reduce_any(ok, axis=1) | whole  # (modes,)
+    mode = tf.argmax(tf.where(found, _uniform(seeds[0], 0.0, 1.0, (modes,)), -1.0), output_type=tf.int32)
+    first = tf.argmax(tf.cast(ok[mode], tf.int32), output_type=tf.int32)
+    keep_whole = whole[mode] | tf.logical_not(tf.reduce_any(found))
+    return tf.where(keep_whole, tf.constant([0.0, 0.0, 1.0, 1.0]), patches[mode, first])
 
 
 def _centres_inside(patch, centres):
