@@ -84,9 +84,7 @@ def _photometric_layers():
     import keras_cv
 
     return dict(brightness=keras_cv.layers.RandomBrightness(0.1, value_range=(0, 255)),
-                contrast=keras_cv.layers.RandomContrast(value_range=(0, 255), factor=0.5),
-                saturation=keras_cv.layers.RandomSaturation(0.5),
-                hue=keras_cv.layers.RandomHue(0.1, value_range=(0, 255)))
+                contrast=keras_cv.layers.RandomContrast(value_range=(0, 255), factor=0.5))
 
 
 _LAYERS = _photometric_layers()
@@ -108,13 +106,14 @@ def photometric_distort(image, seed):
     factor = _uniform(seeds[2], *CONTRAST_RANGE)
     images = tf.cond(apply[1], lambda: layers["contrast"].augment_images(
         images, tf.reshape(factor, (1, 1, 1, 1))), lambda: images)
-    # keras-cv's saturation transformation t scales saturation by t / (1 - t)
+    # saturation and hue: TF's fused AdjustSaturation / AdjustHue kernels (scale-free,
+    # so [0, 255] works); keras-cv's layers build each from rgb_to_hsv + hsv_to_rgb
+    # and cost 2.7x as much at 300x300 (benchmarks/voc_pipeline.py, docs/detection.md)
     factor = _uniform(seeds[3], *SATURATION_RANGE)
-    images = tf.cond(apply[2], lambda: tf.clip_by_value(layers["saturation"].augment_images(
-        images, tf.reshape(factor / (1.0 + factor), (1,))), 0.0, 255.0), lambda: images)
-    # keras-cv's hue transformation is a fraction of the hue circle
+    images = tf.cond(apply[2], lambda: tf.clip_by_value(tf.image.adjust_saturation(images, factor), 0.0, 255.0),
+                     lambda: images)
     delta = _uniform(seeds[4], -HUE_DELTA_DEGREES, HUE_DELTA_DEGREES) / 360.0
-    images = tf.cond(apply[3], lambda: layers["hue"].augment_images(images, tf.reshape(delta, (1,))),
+    images = tf.cond(apply[3], lambda: tf.clip_by_value(tf.image.adjust_hue(images, delta), 0.0, 255.0),
                      lambda: images)
     return images[0]
 
@@ -193,16 +192,14 @@ def augment_example(image, boxes, classes, seed, image_size, mode="ssd"):
     [0, 255], boxes (K, 4) rel_xyxy, classes (K,)). `seed`: (2,) int stateless
     seed, one per example. `mode`: "none", "flip" or "ssd" (module docstring)."""
     mode = check_augment(mode)
-    image = tf.cast(image, tf.float32)
     boxes = tf.reshape(tf.cast(boxes, tf.float32), (-1, 4))
     if mode == "none":
-        return tf.image.resize(image, (image_size, image_size)), boxes, classes
+        return tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size)), boxes, classes
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
     shape = tf.shape(image)
     height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
     window = tf.constant([0.0, 0.0, 1.0, 1.0])  # the output's extent, in source image coordinates
     if mode == "ssd":
-        image = photometric_distort(image, seeds[0])
         # zoom-out: the canvas spans [-offset, ratio - offset] of the image's extent
         zoom = _uniform(seeds[1], 0.0, 1.0) < ZOOM_OUT_PROBABILITY
         ratio = tf.where(zoom, _uniform(seeds[2], 1.0, MAX_ZOOM_OUT), 1.0)
@@ -218,8 +215,16 @@ def augment_example(image, boxes, classes, seed, image_size, mode="ssd"):
     x_first, x_last = _sample_points(window[0] * width, window[2] * width, width, image_size)
     y_first, y_last = _sample_points(window[1] * height, window[3] * height, height, image_size)
     x_first, x_last = tf.where(flip, x_last, x_first), tf.where(flip, x_first, x_last)
-    # Outside the source: the mean colour (subtracted, extrapolated as 0, added back)
-    mean = tf.reduce_mean(image, axis=(0, 1))
-    out = tf.image.crop_and_resize((image - mean)[None], tf.stack([[y_first, x_first, y_last, x_last]]), [0],
-                                   (image_size, image_size), extrapolation_value=0.0)[0]
-    return tf.clip_by_value(out + mean, 0.0, 255.0), boxes, classes
+    # The source is read in its own dtype (uint8: no full-size float copy). Samples
+    # outside it, the zoom-out canvas, come back as -1 and take the mean colour
+    # (of every 4th row and column: the full mean to a fraction of a level).
+    out = tf.image.crop_and_resize(image[None], tf.stack([[y_first, x_first, y_last, x_last]]), [0],
+                                   (image_size, image_size), extrapolation_value=-1.0)[0]
+    mean = tf.reduce_mean(tf.cast(image[::4, ::4], tf.float32), axis=(0, 1))
+    out = tf.where(out < 0.0, mean, out)
+    if mode == "ssd":
+        # SSD's first step, done here on the output pixels: brightness, saturation and
+        # hue act pixel by pixel, so before or after resampling gives the same image up
+        # to interpolation; at 300x300 it costs half what it costs on a 500x375 source.
+        out = photometric_distort(out, seeds[0])
+    return out, boxes, classes
