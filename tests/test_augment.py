@@ -247,3 +247,25 @@ def test_detection_config_validates_augment():
 
     with pytest.raises(InputError, match="--augment: unknown value 'zoom'; use one of none, flip, ssd"):
         check_detection_config(DetectionConfig(dataset="fashion_mnist_scenes", augment="zoom"))
+
+
+def test_batched_matching_equals_per_image_matching():
+    """training_dataset matches a padded batch at once; every image's targets equal
+    encode_targets' on that image alone (images with 0 to 7 boxes, padding class -1)."""
+    from keras_skipblock.detection.anchors import encode_targets, encode_targets_batch, generate_anchors
+
+    anchors = generate_anchors((300, 300), [(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)])
+    rng = np.random.RandomState(0)
+    counts = [0, 1, 3, 7, 2, 5]
+    boxes = np.zeros((len(counts), 7, 4), "float32")
+    classes = -np.ones((len(counts), 7), "int32")
+    for b, k in enumerate(counts):
+        corner = rng.uniform(0, 0.7, (k, 2))
+        boxes[b, :k] = np.concatenate([corner, corner + rng.uniform(0.02, 0.3, (k, 2))], axis=1)
+        classes[b, :k] = rng.randint(0, 20, k)
+    deltas, labels = encode_targets_batch(boxes, classes, anchors)
+    for b, k in enumerate(counts):
+        one_deltas, one_labels = encode_targets(boxes[b, :k], classes[b, :k], anchors)
+        np.testing.assert_array_equal(labels[b].numpy(), one_labels.numpy())
+        np.testing.assert_allclose(deltas[b].numpy(), one_deltas.numpy(), atol=1e-6)
+        assert (labels[b].numpy() > 0).sum() >= k  # every box has at least its best anchor

@@ -325,7 +325,7 @@ def training_dataset(elements, anchors, image_size, batch_size, seed=0, augment=
     random draw is stateless, keyed by (seed, a per-example number from
     `tf.data.Dataset.random(seed)`, new each epoch): the same seed gives the
     same batches, whatever tf.data's parallelism."""
-    from keras_skipblock.detection.anchors import encode_targets
+    from keras_skipblock.detection.anchors import encode_targets_batch
     from keras_skipblock.detection.augment import augment_example, check_augment
 
     augment = check_augment(augment)
@@ -338,15 +338,21 @@ def training_dataset(elements, anchors, image_size, batch_size, seed=0, augment=
         image, boxes, classes = augment_example(element["image"], boxes, classes,
                                                 tf.stack([tf.constant(seed, tf.int64), number]),
                                                 image_size, augment)
-        deltas, labels = encode_targets(boxes, classes, anchors)
-        return image / 127.5 - 1.0, {"boxes": deltas, "labels": labels}
+        return image / 127.5 - 1.0, boxes, tf.cast(classes, tf.int32)
+
+    def encode(images, boxes, classes):
+        # matching once per batch (boxes padded with class -1): a fraction of per-image matching's cost
+        deltas, labels = encode_targets_batch(boxes, classes, anchors)
+        return images, {"boxes": deltas, "labels": labels}
 
     dataset = elements.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
     numbers = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     dataset = tf.data.Dataset.zip(dataset, numbers).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.padded_batch(batch_size, padded_shapes=([image_size, image_size, 3], [None, 4], [None]),
+                                   padding_values=(0.0, 0.0, -1), drop_remainder=True)
+    return dataset.map(encode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def evaluation_dataset(elements, anchors, image_size, batch_size):
