@@ -29,7 +29,7 @@ DEFAULTS = {
     "fashion_mnist_scenes": dict(image_size=128, canvas_size=128, epochs=5, batch_size=32,
                                  learning_rate=0.04, warmup_epochs=1.0, bn_momentum=0.9,
                                  train_images=4000, validation_size=200, test_images=1000,
-                                 augment="ssd"),
+                                 augment="flip"),
 }
 DEFAULTS["voc_folder"] = DEFAULTS["voc"]
 
@@ -43,8 +43,8 @@ flags.DEFINE_integer("train_images", None, "Training images (scenes: how many to
 flags.DEFINE_integer("validation_size", None, "Validation images (scenes; VOC validates on 2007 test).")
 flags.DEFINE_integer("test_images", None, "Test images (scenes: how many; VOC: a cap).")
 flags.DEFINE_integer("canvas_size", None, "fashion_mnist_scenes: canvas side in pixels (128).")
-flags.DEFINE_enum("augment", None, ["none", "flip", "ssd"], "Training augmentation: ssd (photometric, "
-                  "zoom-out, min-IoU crop, flip; the default), flip (horizontal flip only), none.")
+flags.DEFINE_enum("augment", None, ["none", "flip", "ssd"], "Training augmentation: ssd (photometric, zoom-out, "
+                  "min-IoU crop, flip; VOC's default), flip (horizontal flip; the scenes' default), none.")
 flags.DEFINE_string("model", "skipblocknet_s", "Backbone: skipblocknet_xs|s|m|l, mobilenet_v2, mobilenet_v3_large.")
 flags.DEFINE_enum("head", "ssd", ["ssd", "ssdlite"], "ssd: 3x3 convolutions; ssdlite: depthwise-separable.")
 flags.DEFINE_float("width", None, "Backbone width multiplier (SkipblockNet width, MobileNet alpha).")

@@ -4,7 +4,7 @@
 
 - "none": resize only;
 - "flip": random horizontal flip (p 0.5), resize;
-- "ssd": in SSD's order
+- "ssd": SSD's steps
   1. photometric distortion, each with probability 0.5: brightness (delta in
      [-32, 32]), contrast (factor in [0.5, 1.5]), saturation (factor in
      [0.5, 1.5]), hue (delta in [-18, 18] degrees);
@@ -20,6 +20,10 @@
      dropped;
   4. horizontal flip (p 0.5);
   5. resize to image_size x image_size (bilinear).
+  Steps 2-5 are one resampling of the source; step 1 runs after it, on the
+  output pixels: brightness, saturation and hue act pixel by pixel, so the
+  image is the same up to interpolation (contrast uses the patch's mean, and
+  the canvas is distorted with the image), at half the cost on a VOC image.
 
 Output image: float32 in [0, 255], (image_size, image_size, 3); boxes rel_xyxy.
 
@@ -30,14 +34,16 @@ the map function.
 
 **What comes from keras-cv, and what is ours.**
 
-- Pixel work of the photometric steps: keras-cv's `RandomBrightness`,
-  `RandomContrast`, `RandomSaturation` and `RandomHue` layers
+- Brightness and contrast: keras-cv's `RandomBrightness` and `RandomContrast`
   (`augment_images`, given the transformation). The random *draws* are ours:
-  those layers draw from a stateful `tf.random.Generator`, shared by all of
-  tf.data's parallel map calls, so which image gets which draw depends on
+  keras-cv's layers draw from a stateful `tf.random.Generator`, shared by all
+  of tf.data's parallel map calls, so which image gets which draw depends on
   thread timing and a seed cannot make the pipeline reproducible.
+- Saturation and hue: TF's fused `tf.image.adjust_saturation`/`adjust_hue`
+  kernels; keras-cv's `RandomSaturation`/`RandomHue` build each from
+  rgb_to_hsv + hsv_to_rgb and made the four steps 3x as expensive.
 - Zoom-out, crop, flip and resize: ours, fused into one
-  `tf.image.crop_and_resize` of the distorted source image. keras-cv 0.9 has
+  `tf.image.crop_and_resize` of the uint8 source image. keras-cv 0.9 has
   no zoom-out onto a canvas for boxes and no min-IoU crop sampler (its
   `RandomCrop`/`RandomCropAndResize` ignore objects), and one resampling of the
   source costs a fraction of building a 4x canvas (2000x1500 pixels for a
@@ -108,7 +114,7 @@ def photometric_distort(image, seed):
         images, tf.reshape(factor, (1, 1, 1, 1))), lambda: images)
     # saturation and hue: TF's fused AdjustSaturation / AdjustHue kernels (scale-free,
     # so [0, 255] works); keras-cv's layers build each from rgb_to_hsv + hsv_to_rgb
-    # and cost 2.7x as much at 300x300 (benchmarks/voc_pipeline.py, docs/detection.md)
+    # (all four steps: ~5.1 ms at 300x300 that way, ~1.7 ms this way; docs/detection.md)
     factor = _uniform(seeds[3], *SATURATION_RANGE)
     images = tf.cond(apply[2], lambda: tf.clip_by_value(tf.image.adjust_saturation(images, factor), 0.0, 255.0),
                      lambda: images)
