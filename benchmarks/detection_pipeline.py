@@ -13,6 +13,10 @@ side by side in one process, interleaved round by round:
   start are left out, and so is the epoch end (validation, checkpoints).
 - model_only: `model.train_on_batch` on one in-memory batch (x, y), the same
   number of steps.
+- pipeline/memory (a mode): `model.fit` on that batch repeated from memory
+  (`Dataset.from_tensors(batch).repeat()`): the model through fit's own
+  loop with no data work, since train_on_batch's per-call Python work makes
+  it slower than fit's loop on these small steps.
 
 Reported: images per second of wall time and per CPU-second (process time of
 all threads / images), and the ratios pipeline / model-only per round and
@@ -95,6 +99,8 @@ def make_dataset(mode, elements, anchors, args):
 
     if mode == "legacy_flip":
         return legacy_flip_dataset(elements, anchors, args.image_size, args.batch_size)
+    if mode == "memory":
+        return None  # built from the in-memory batch in main
     return data_lib.training_dataset(elements, anchors, args.image_size, args.batch_size, seed=0,
                                      augment=mode, repeat=True)
 
@@ -118,8 +124,8 @@ def time_model_only(model, batch, steps):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--modes", default="legacy_flip,flip,ssd",
-                        help="pipelines to time: legacy_flip, none, flip, ssd")
+    parser.add_argument("--modes", default="memory,legacy_flip,flip,ssd",
+                        help="pipelines to time: memory, legacy_flip, none, flip, ssd")
     parser.add_argument("--model", default="skipblocknet_s")
     parser.add_argument("--loss", default="ce")
     parser.add_argument("--image_size", type=int, default=128)
@@ -132,8 +138,10 @@ def main(argv=None):
 
     model, anchors, elements = build(args)
     datasets = {mode: make_dataset(mode, elements, anchors, args) for mode in modes}
-    batch = next(iter(datasets[modes[-1]]))
+    batch = next(iter(make_dataset("ssd", elements, anchors, args)))
     batch = (tf.identity(batch[0]), {k: tf.identity(v) for k, v in batch[1].items()})
+    if "memory" in datasets:
+        datasets["memory"] = tf.data.Dataset.from_tensors(batch).repeat()
     # trace both paths once
     model.fit(datasets[modes[0]], steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
     time_model_only(model, batch, 1)
@@ -155,6 +163,11 @@ def main(argv=None):
                   f"   ratio to model-only: wall {wall / wall_m:.3f}  CPU {cpu / cpu_m:.3f}", flush=True)
     for mode in modes:
         wall, cpu = ratios[mode]
+        if "memory" in ratios and mode != "memory":
+            wall_f = statistics.median(w / m for w, m in zip(wall, ratios["memory"][0]))
+            cpu_f = statistics.median(c / m for c, m in zip(cpu, ratios["memory"][1]))
+            print(f"MEDIAN pipeline/{mode} / pipeline/memory (fit on the in-memory batch): wall {wall_f:.3f}, "
+                  f"CPU time {cpu_f:.3f}", flush=True)
         print(f"MEDIAN pipeline/{mode} / model_only: wall {statistics.median(wall):.3f} "
               f"(rounds {', '.join(f'{v:.2f}' for v in wall)}), CPU time {statistics.median(cpu):.3f} "
               f"(rounds {', '.join(f'{v:.2f}' for v in cpu)})", flush=True)
