@@ -4,7 +4,7 @@
 
 1. Writes a VOCdevkit (VOC2007 trainval) of real-sized JPEGs: 500x375 or
    375x500 (VOC's typical sizes), smooth content plus noise at quality 90
-   (~100 KB, VOC's are 50-150 KB), each with 1-10 boxes in its XML.
+   (~70 KB), each with 1-10 boxes in its XML.
 2. Runs the full training pipeline of recipes/voc.py on it
    (`load_detection_data("voc_folder")` + `training_dataset`: read, JPEG
    decode, SSD augmentation, resize to 300, anchor matching on the 1,917
@@ -95,23 +95,18 @@ def main(argv=None):
     from keras_skipblock.detection import data as data_lib
     from keras_skipblock.detection.anchors import generate_anchors
 
-    sizes = {300: [(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]}
-    feature_sizes = sizes.get(args.image_size) or [
-        (s, s) for s in (-(-args.image_size // 16), -(-args.image_size // 32))]
-    anchors = generate_anchors((args.image_size, args.image_size), feature_sizes) if args.image_size in sizes \
-        else None
-    if anchors is None:
-        raise SystemExit("--image_size: only 300 (the paper's) is set up here.")
+    if args.image_size != 300:
+        raise SystemExit("--image_size: only 300 (the paper's SSD input) is set up here.")
+    # SkipblockNet-S + SSD's six maps at 300x300 (detection.model.feature_sizes): 1,917 anchors
+    anchors = generate_anchors((300, 300), [(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)])
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as root:
         write_vocdevkit(root, args.num_images)
         data = data_lib.load_detection_data("voc_folder", root)
         sizes_kb = [os.path.getsize(p) / 1024 for p in data.train_files]
-        boxes = [len(b) for b in data.test_truth.boxes]
         print(f"{data.train_size} JPEGs (500x375 / 375x500, mean {np.mean(sizes_kb):.0f} KB), "
               f"{args.image_size}x{args.image_size}, {len(anchors)} anchors, batch {args.batch_size}, "
               f"{cores} cores (shared: CPU time is the figure, wall only indicative)", flush=True)
-        del boxes
         per_core = {}
         for augment in [a for a in args.augments.split(",") if a]:
             dataset = data_lib.training_dataset(data.train, anchors, args.image_size, args.batch_size,
