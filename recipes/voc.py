@@ -26,10 +26,11 @@ from absl import flags  # noqa: E402
 DEFAULTS = {
     "voc": dict(image_size=300, canvas_size=None, epochs=200, batch_size=42, learning_rate=0.01,
                 warmup_epochs=0.0, bn_momentum=None, train_images=None, validation_size=None,
-                test_images=None),
+                test_images=None, augment="ssd"),
     "fashion_mnist_scenes": dict(image_size=128, canvas_size=128, epochs=5, batch_size=32,
                                  learning_rate=0.04, warmup_epochs=1.0, bn_momentum=0.9,
-                                 train_images=4000, validation_size=200, test_images=1000),
+                                 train_images=4000, validation_size=200, test_images=1000,
+                                 augment="flip"),
 }
 DEFAULTS["voc_folder"] = DEFAULTS["voc"]
 
@@ -61,7 +62,8 @@ common.define_flags(
 flags.DEFINE_integer("train_images", None, "Training images (scenes: how many to generate; VOC: a cap).")
 flags.DEFINE_integer("test_images", None, "Test images (scenes: how many; VOC: a cap).")
 flags.DEFINE_integer("canvas_size", None, "fashion_mnist_scenes: canvas side in pixels (128).")
-flags.DEFINE_bool("augment", True, "Random horizontal flip (keras-cv, boxes follow).")
+flags.DEFINE_enum("augment", None, ["none", "flip", "ssd"], "Training augmentation: ssd (photometric, zoom-out, "
+                  "min-IoU crop, flip; VOC's default), flip (horizontal flip; the scenes' default), none.")
 flags.DEFINE_enum("head", "ssd", ["ssd", "ssdlite"], "ssd: 3x3 convolutions; ssdlite: depthwise-separable.")
 
 

@@ -151,3 +151,36 @@ def encode_targets(boxes, classes, anchors, iou_threshold=IOU_THRESHOLD):
     labels = ops.where(positive, ops.take(classes, matched, axis=0) + 1, 0)
     deltas = ops.where(positive[:, None], deltas, 0.0)
     return ops.cast(deltas, "float32"), ops.cast(labels, "int32")
+
+
+def encode_targets_batch(boxes, classes, anchors, iou_threshold=IOU_THRESHOLD):
+    """`encode_targets` for a batch at once: boxes (B, M, 4) rel_xyxy and
+    classes (B, M), padded with class -1 (the padding's boxes are ignored).
+    Returns (deltas (B, N, 4), labels (B, N)), equal to encode_targets image by
+    image. One set of ops per batch instead of per image: in tf.data it costs a
+    fraction of the per-image matching (docs/detection.md, input pipeline)."""
+    import keras_cv
+
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    classes = tf.cast(tf.convert_to_tensor(classes), tf.int32)
+    anchors = tf.convert_to_tensor(anchors, tf.float32)
+    valid = classes >= 0  # (B, M)
+    iou = keras_cv.bounding_box.compute_iou(anchors, boxes, bounding_box_format="xyxy")  # (B, N, M)
+    iou = tf.where(valid[:, None, :], iou, -1.0)  # padding: never matched, never anyone's best
+    matcher = keras_cv.layers.BoxMatcher([iou_threshold], [-1, 1], force_match_for_each_col=False)
+    matched, values = matcher(iou)  # (B, N)
+    positive = tf.equal(values, 1)
+    # Each real box's best anchor is positive and matched to it (as encode_targets).
+    best_anchor = tf.argmax(iou, axis=1, output_type=tf.int32)  # (B, M)
+    shape = tf.shape(classes)
+    batch_index = tf.broadcast_to(tf.range(shape[0])[:, None], shape)
+    box_index = tf.broadcast_to(tf.range(shape[1])[None, :], shape)
+    where = tf.boolean_mask(tf.stack([batch_index, best_anchor], axis=-1), valid)  # (valid boxes, 2)
+    matched = tf.tensor_scatter_nd_update(matched, where, tf.boolean_mask(box_index, valid))
+    positive = tf.tensor_scatter_nd_update(positive, where, tf.ones(tf.shape(where)[:1], tf.bool))
+    matched = tf.where(positive, matched, 0)
+    matched_boxes = tf.gather(boxes, matched, batch_dims=1)  # (B, N, 4)
+    deltas = encode(matched_boxes, anchors)
+    labels = tf.where(positive, tf.gather(classes, matched, batch_dims=1) + 1, 0)
+    deltas = tf.where(positive[..., None], tf.cast(deltas, tf.float32), 0.0)
+    return deltas, tf.cast(labels, tf.int32)

@@ -315,37 +315,44 @@ def _resize(image, image_size):
     return image / 127.5 - 1.0  # [-1, 1], the project's input convention
 
 
-def _flip(seed):
-    import keras_cv
-
-    return keras_cv.layers.RandomFlip("horizontal", bounding_box_format="rel_xyxy", seed=seed)
-
-
-def training_dataset(elements, anchors, image_size, batch_size, seed=0, augment=True, repeat=False,
+def training_dataset(elements, anchors, image_size, batch_size, seed=0, augment="ssd", repeat=False,
                      shuffle_buffer=2048):
     """(image, {"boxes", "labels"}) batches for `fit`. Difficult objects are
-    left out of the targets (as SSD's reference trainers do)."""
-    anchors = tf.constant(anchors, tf.float32)
-    flip = _flip(seed) if augment else None
-    from keras_skipblock.detection.anchors import encode_targets
+    left out of the targets (as SSD's reference trainers do).
 
-    def prepare(element):
+    augment: "ssd" (SSD's photometric distortion, zoom-out, min-IoU crop, flip;
+    `detection/augment.py`), "flip" (horizontal flip only) or "none". Every
+    random draw is stateless, keyed by (seed, a per-example number from
+    `tf.data.Dataset.random(seed)`, new each epoch): the same seed gives the
+    same batches, whatever tf.data's parallelism."""
+    from keras_skipblock.detection.anchors import encode_targets_batch
+    from keras_skipblock.detection.augment import augment_example, check_augment
+
+    augment = check_augment(augment)
+    anchors = tf.constant(anchors, tf.float32)
+
+    def prepare(element, number):
         keep = tf.logical_not(element["difficult"])
         boxes = tf.boolean_mask(element["boxes"], keep)
         classes = tf.boolean_mask(element["classes"], keep)
-        image = _resize(element["image"], image_size)
-        if flip is not None:
-            out = flip({"images": image, "bounding_boxes": {"boxes": boxes, "classes": classes}})
-            image, boxes = out["images"], out["bounding_boxes"]["boxes"]
-            classes = tf.cast(out["bounding_boxes"]["classes"], tf.int32)
-        deltas, labels = encode_targets(boxes, classes, anchors)
-        return image, {"boxes": deltas, "labels": labels}
+        image, boxes, classes = augment_example(element["image"], boxes, classes,
+                                                tf.stack([tf.constant(seed, tf.int64), number]),
+                                                image_size, augment)
+        return image / 127.5 - 1.0, boxes, tf.cast(classes, tf.int32)
+
+    def encode(images, boxes, classes):
+        # matching once per batch (boxes padded with class -1): a fraction of per-image matching's cost
+        deltas, labels = encode_targets_batch(boxes, classes, anchors)
+        return images, {"boxes": deltas, "labels": labels}
 
     dataset = elements.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
-    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    numbers = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    dataset = tf.data.Dataset.zip(dataset, numbers).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.padded_batch(batch_size, padded_shapes=([image_size, image_size, 3], [None, 4], [None]),
+                                   padding_values=(0.0, 0.0, -1), drop_remainder=True)
+    return dataset.map(encode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def evaluation_dataset(elements, anchors, image_size, batch_size):

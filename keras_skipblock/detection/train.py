@@ -35,6 +35,7 @@ class DetectionConfig(TrainConfig):
     # data
     dataset: str = "voc"
     image_size: int = 300
+    augment: str = "ssd"  # none | flip | ssd (detection/augment.py); TrainConfig's is a bool
     # model
     model: str = "skipblocknet_s"
     # loss
@@ -96,9 +97,12 @@ def evaluate_map(model, images, truth, anchors):
 
 def check_detection_config(config):
     """Every flag of a detection run in range, before any work (InputError)."""
+    from keras_skipblock.detection.augment import AUGMENTATIONS
+
     for field, choices in (("dataset", data_lib.DATASETS), ("head", ("ssd", "ssdlite")),
                            ("loss", ("bias", "ce", "focal")), ("optimizer", ("sgd", "rmsprop")),
-                           ("lr_schedule", ("cosine", "multistep", "constant"))):
+                           ("lr_schedule", ("cosine", "multistep", "constant")),
+                           ("augment", AUGMENTATIONS)):
         if getattr(config, field) not in choices:
             raise InputError(f"--{field}: unknown value {getattr(config, field)!r}; use one of "
                              f"{', '.join(choices)}.")
