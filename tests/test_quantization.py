@@ -329,3 +329,39 @@ def test_converted_qat_model_is_int8_and_deploy_exact(trained, fashion):
     gaps = (ordered[disagree, -1] - ordered[disagree, -2]) / step
     assert np.all(gaps <= 2 * steps.max() + 1e-3), gaps
     assert agreement >= MIN_AGREEMENT, agreement
+
+
+def test_convert_script_turns_best_qat_into_int8_without_calibration_and_checks_it(trained, fashion, tmp_path):
+    """The product path: tflite/convert.py --checkpoint best_qat.keras --quantize int8 (what a
+    recipe's --qat_epochs writes) converts with no calibration images and passes the QAT
+    check (litert.verify: agreement >= MIN_QAT_AGREEMENT, 99th percentile within
+    MAX_QAT_P99_STEPS output steps) on real Fashion-MNIST test images."""
+    import subprocess
+    import sys
+
+    from keras_skipblock import litert
+
+    _, summary, qat = trained
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    output = str(tmp_path / "qat.tflite")
+    result = subprocess.run(
+        [sys.executable, os.path.join(repo, "tflite", "convert.py"), f"--checkpoint={summary['path']}",
+         "--quantize=int8", f"--output={output}", "--num_verify=200"],
+        cwd=repo, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""),
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("calibration: none (a quantization-aware model") for line in lines), lines
+    check = [line for line in lines if line.startswith("verification (int8, quantization-aware model")]
+    assert len(check) == 1 and check[0].endswith("-> PASS"), lines
+    assert f"top-1 agreement >= {litert.MIN_QAT_AGREEMENT:g}" in check[0], check[0]
+    print(check[0])
+    assert os.path.getsize(output) > 0
+    # The same bound in the API; a file that moves logits by more than the bound fails it.
+    step = litert.qat_output_step(qat)
+    logits = litert.keras_logits(qat, fashion[2][:200])
+    assert step and litert.compare(logits, logits + step, "int8", output_step=step).passed
+    shifted = logits.copy()
+    shifted[:, 0] += (litert.MAX_QAT_P99_STEPS + 2) * step  # 1 logit in 10 moved beyond the bound
+    worse = litert.compare(logits, shifted, "int8", output_step=step)
+    assert not worse.passed and worse.p99_steps > litert.MAX_QAT_P99_STEPS and "QAT" in worse.threshold

@@ -56,16 +56,20 @@ VERIFY_SCORE_THRESHOLD = 0.3
 MAX_INT8_MAP_DROP = 0.03
 MIN_INT8_CHECK_SCENES = 200
 # QAT int8 `.tflite` vs the Keras QAT model it came from. Measured (docs/quantization.md):
-# - trained SkipblockNet-M w0.5, Fashion-MNIST, 10,000 test images: agreement 0.9901, 99th
-#   percentile 5 steps (7.9 % of logits beyond 2 steps, max 19);
+# - SkipblockNet-M w0.5 from `recipes/fashion_mnist.py --epochs=3 --steps_per_epoch=200
+#   --qat_epochs=1` (test top-1 0.866), all 10,000 test images: agreement 0.9848, 99th percentile
+#   6 steps, max 16; over the 50 slices of 200 images (the default --num_verify): agreement
+#   0.965-1.0 (mean 0.985), 99th percentile 5-7 steps;
+# - SkipblockNet-M w0.5 of benchmarks/qat_fashion_mnist.py (top-1 0.872), 10,000 images:
+#   agreement 0.9901, 99th percentile 5 steps, max 19;
 # - the tiny model of tests/test_quantization.py, 500 images, seeds 0/1/2: agreement
 #   0.990/0.988/0.992, 99th percentile 1.00 step, max 2.
-# Bounds with a margin: agreement >= 0.97 (2.5x the worst measured disagreement rate, 1.2 %; on the
-# default 200 verification images the measured rate gives 2.4 disagreements expected, and 7 or more,
-# which fail, have a Poisson probability ~1 %), 99th percentile <= 8 steps (measured 5, +3). PTQ's
-# 0.9 would pass a QAT model whose deployed file computes something else on 1 image in 10.
-MIN_QAT_AGREEMENT = 0.97
-MAX_QAT_P99_STEPS = 8.0
+# Bounds with a margin: agreement >= 0.95 (worst 200-image slice 0.965; at the measured 1.5 %
+# disagreement rate, 3 of 200 are expected and the 11 that fail have a Poisson probability of
+# 4e-4), 99th percentile <= 10 steps (worst slice 7, +3). Tighter than post-training's 0.9
+# agreement, plus a bound on the logits; the target (0.995, within 2 steps) is not met.
+MIN_QAT_AGREEMENT = 0.95
+MAX_QAT_P99_STEPS = 10.0
 
 
 def verify(keras_model, tflite_model, images, quantize, max_abs_diff=MAX_ABS_DIFF,
