@@ -177,7 +177,8 @@ def run(task):
     print(f"SUMMARY {line}, epochs {summary['epochs']}, wall time {summary['wall_time_s']:.0f} s "
           f"(this process), model {best_path or 'not saved (no epoch was checkpointed)'}", flush=True)
     if config.qat_epochs:
-        summary["qat"] = quantization_aware_training(task, model, data, model_dir, chief, repeat, steps_per_epoch)
+        summary["qat"] = quantization_aware_training(task, model, data, model_dir, chief, repeat, steps_per_epoch,
+                                                     task.jit_compile(strategy))
         if chief:
             write_json(os.path.join(model_dir, "summary.json"), summary)
     return summary
@@ -207,7 +208,7 @@ def qat_learning_rate(config):
     return QAT_LR_FRACTION * peak
 
 
-def quantization_aware_training(task, model, data, model_dir, chief, repeat, steps_per_epoch):
+def quantization_aware_training(task, model, data, model_dir, chief, repeat, steps_per_epoch, jit_compile=False):
     """Fine-tune `model` (the run's restored best weights: EMA weights of the best epoch) quantization-aware for config.qat_epochs epochs with the task's data, loss, metrics and
     validation metric, through `quantization.fine_tune`: writes best_qat.keras, evaluates it on the
     test split like the float model, prints the SUMMARY_QAT line. Returns summary.json's "qat" section."""
@@ -223,7 +224,8 @@ def quantization_aware_training(task, model, data, model_dir, chief, repeat, ste
         qat, tuned = fine_tune(
             model, train, validation, epochs=config.qat_epochs, model_dir=model_dir, loss=task.loss(), optimizer=optimizer,
             batch_size=config.batch_size, steps_per_epoch=steps_per_epoch if repeat else None,
-            metrics=task.metrics(), monitor=task.monitor, verbose=config.verbose, return_model=True)
+            metrics=task.metrics(), monitor=task.monitor, verbose=config.verbose, return_model=True,
+            run_eagerly=config.run_eagerly, jit_compile=jit_compile)
         results = task.evaluate(qat, data)
     fields, line = task.summarize(results, data, qat, model_dir, chief)
     section = {**fields, "epochs": config.qat_epochs, "best_epoch": tuned["best_epoch"],
