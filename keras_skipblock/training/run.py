@@ -209,21 +209,27 @@ def qat_learning_rate(config):
 
 
 def quantization_aware_training(task, model, data, model_dir, chief, repeat, steps_per_epoch, jit_compile=False):
-    """Fine-tune `model` (the run's restored best weights: EMA weights of the best epoch) quantization-aware for config.qat_epochs epochs with the task's data, loss, metrics and
+    """Fine-tune `model` (the run's restored best weights: EMA weights of the best epoch)
+    quantization-aware for config.qat_epochs epochs with the task's data, loss, metrics and
     validation metric, through `quantization.fine_tune`: writes best_qat.keras, evaluates it on the
-    test split like the float model, prints the SUMMARY_QAT line. Returns summary.json's "qat" section."""
+    test split like the float model, prints the SUMMARY_QAT line. Returns summary.json's "qat" section.
+
+    The optimizer is the run's kind at a constant `qat_learning_rate(config)`, without EMA; the
+    run's weight decay applies to the quantized kernels too."""
     from keras_skipblock.data.folder import corrupt_images_named
-    from keras_skipblock.quantization import fine_tune
+    from keras_skipblock.quantization import fine_tune, quantize_model
 
     start = time.time()
     config = task.config
     rate = qat_learning_rate(config)
     optimizer = optimizers.build_optimizer(config.optimizer, rate, ema_decay=None, momentum=config.momentum)
     train, validation = task.fit_data(data, model, repeat)
+    quantized = quantize_model(model)
+    optimizers.add_weight_decay(quantized, config.weight_decay)
     with corrupt_images_named(task.image_files(data)):
         qat, tuned = fine_tune(
-            model, train, validation, epochs=config.qat_epochs, model_dir=model_dir, loss=task.loss(), optimizer=optimizer,
-            batch_size=config.batch_size, steps_per_epoch=steps_per_epoch if repeat else None,
+            quantized, train, validation, epochs=config.qat_epochs, model_dir=model_dir, loss=task.loss(),
+            optimizer=optimizer, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch if repeat else None,
             metrics=task.metrics(), monitor=task.monitor, verbose=config.verbose, return_model=True,
             run_eagerly=config.run_eagerly, jit_compile=jit_compile)
         results = task.evaluate(qat, data)
