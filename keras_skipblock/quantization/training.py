@@ -123,15 +123,15 @@ def fine_tune(model, train_data, validation_data=None, epochs=2, learning_rate=1
         fit_validation = None
     history = qat.fit(**_fit_args(train_data, batch_size), validation_data=fit_validation, epochs=epochs,
                       steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
-    if validation_data is None:
-        qat.save(path)
     hist = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    if monitor in hist:
-        best_epoch = int((np.argmin if lowest else np.argmax)(hist[monitor])) + 1
+    if monitor in hist and os.path.exists(path) and np.isfinite(hist[monitor]).any():
+        values = np.where(np.isfinite(hist[monitor]), hist[monitor], np.inf if lowest else -np.inf)
+        best_epoch = int((np.argmin if lowest else np.argmax)(values)) + 1
         if best_epoch != len(hist[monitor]):  # the model in memory holds the last epoch's weights
             qat.load_weights(path)
-    else:
-        best_epoch = epochs
+    else:  # no validation, or no epoch with a finite `monitor` (nothing checkpointed): the last epoch
+        best_epoch = len(history.epoch) or epochs
+        qat.save(path)
     summary = {"path": path, "epochs": epochs, "best_epoch": best_epoch, "history": hist,
                "seconds": round(time.time() - start, 1)}
     for key in ("loss", "accuracy"):
