@@ -278,6 +278,31 @@ def test_fine_tune_with_bias_loss_lowers_the_loss(trained):
     assert np.isfinite(float(qat.bias_loss_variance_min.numpy()))
 
 
+def test_fine_tune_keeps_the_best_epoch_of_its_monitor(trained, fashion, tmp_path):
+    """monitor="val_accuracy" (what the recipes' --qat_epochs uses): the returned model and
+    best_qat.keras hold the epoch with the highest val_accuracy, restored when it is not the last."""
+    import keras
+
+    import keras_skipblock as ks
+    from keras_skipblock.quantization import fine_tune
+
+    model = trained[0]
+    x, y, xv, yv = fashion
+    # a rate high enough for the epochs to differ
+    qat, summary = fine_tune(model, (x[:256], y[:256]), (xv[:200], yv[:200]), epochs=3, learning_rate=3e-3,
+                             model_dir=str(tmp_path), loss=ks.BiasLoss(normalization="global"), batch_size=64,
+                             calibration_batches=2, monitor="val_accuracy", return_model=True, verbose=0)
+    accuracies = summary["history"]["val_accuracy"]
+    # Seed 0: [0.605, 0.660, 0.655], best epoch 2 of 3, so the restore path runs (the assertions
+    # below hold whichever epoch wins).
+    print(f"QAT epochs val_accuracy {accuracies}, best epoch {summary['best_epoch']}")
+    assert summary["best_epoch"] == int(np.argmax(accuracies)) + 1
+    assert summary["val_accuracy"] == max(accuracies)
+    for candidate in (qat, keras.saving.load_model(summary["path"], compile=False)):
+        logits = np.asarray(candidate(xv[:200], training=False)["logits"])
+        assert abs(float(np.mean(logits.argmax(1) == yv[:200])) - max(accuracies)) < 1e-6
+
+
 def test_keras_round_trip_keeps_outputs_and_ranges(trained, fashion, tmp_path):
     import keras
 
