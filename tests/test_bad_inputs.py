@@ -181,6 +181,7 @@ CLI_CASES = [
     ("steps_per_epoch_0", "recipes/fashion_mnist.py", [*FM, RUN_DIR, "--steps_per_epoch=0"], "--steps_per_epoch must be", RUN_DIR),
     ("batch_size_0", "recipes/fashion_mnist.py", [*FM, RUN_DIR, "--batch_size=0"], "--batch_size must be an integer >= 1", RUN_DIR),
     ("qat_epochs_negative", "recipes/fashion_mnist.py", [*FM, RUN_DIR, "--qat_epochs=-1"], "--qat_epochs must be an integer >= 0", RUN_DIR),
+    ("qat_learning_rate_alone", "recipes/fashion_mnist.py", [*FM, RUN_DIR, "--qat_learning_rate=1e-3"], "give --qat_epochs N > 0 too", RUN_DIR),
     ("qat_learning_rate_0", "recipes/fashion_mnist.py", [*FM, RUN_DIR, "--qat_epochs=1", "--qat_learning_rate=0"], "--qat_learning_rate must be", RUN_DIR),
     ("batch_size_over_data", "recipes/fashion_mnist.py", [*FM, RUN_DIR, "--batch_size=4096"], "larger than the", RUN_DIR),
     ("learning_rate_negative", "recipes/fashion_mnist.py", [*FM, RUN_DIR, "--learning_rate=-1"], "--learning_rate must be a finite number > 0", RUN_DIR),

@@ -192,6 +192,9 @@ def check_qat(task):
                  fix="It counts quantization-aware fine-tuning epochs after the float training; 0: none.")
     check_number("--qat_learning_rate", getattr(config, "qat_learning_rate", None), low=0, low_open=True,
                  allow_none=True)
+    if not epochs and getattr(config, "qat_learning_rate", None) is not None:
+        raise InputError("--qat_learning_rate is the rate of the quantization-aware epochs: give --qat_epochs "
+                         "N > 0 too, or leave it out.")
     if epochs and task.qat_refusal:
         raise InputError(f"--qat_epochs {epochs}: {task.qat_refusal}")
 
