@@ -90,7 +90,8 @@ class DetectorSpec:
 
         if quantize == "int8" and not conversion.requires_calibration(model):
             # _quantize_network_only keeps the post-processing float32 through the converter's
-            # QuantizationDebugger, which runs a representative dataset: not wired for QAT ranges yet.
+            # QuantizationDebugger, which fails on a QAT graph even given scenes ("Please check if the
+            # quantized model is in debug mode"): refused here, before any data is loaded.
             raise LiteRTError(
                 "int8 conversion of a quantization-aware detector is not supported yet (its float32 "
                 "post-processing is kept by a path that calibrates on scenes; docs/quantization.md, Not done). "
