@@ -405,4 +405,6 @@ def test_quantized_detector_int8_conversion_is_refused_before_any_work():
     qat = quantize_model(build_detector("skipblocknet_xs", 10, (64, 64, 3), "ssd"))
     with pytest.raises(litert.LiteRTError, match="quantization-aware detector is not supported yet"):
         litert.convert_file(qat, "/nonexistent/never_written.tflite", quantize="int8")
+    with pytest.raises(litert.LiteRTError, match="quantization-aware detector is not supported yet"):
+        litert.convert(qat, "int8", np.zeros((2, 64, 64, 3), "float32"))  # the API refuses it too
     litert.DETECTOR.check(qat, "none")  # float32 stays possible

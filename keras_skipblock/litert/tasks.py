@@ -88,14 +88,7 @@ class DetectorSpec:
         from keras_skipblock.data.fashion_mnist import CLASS_NAMES
         from keras_skipblock.detection.model import num_classes_of
 
-        if quantize == "int8" and not conversion.requires_calibration(model):
-            # _quantize_network_only keeps the post-processing float32 through the converter's
-            # QuantizationDebugger, which fails on a QAT graph even given scenes ("Please check if the
-            # quantized model is in debug mode"): refused here, before any data is loaded.
-            raise LiteRTError(
-                "int8 conversion of a quantization-aware detector is not supported yet (its float32 "
-                "post-processing is kept by a path that calibrates on scenes; docs/quantization.md, Not done). "
-                "Convert the float detector (best.keras) with --quantize=int8, or this one with --quantize=none.")
+        conversion.check_qat_detector(model, quantize)  # before any data is loaded
         if quantize == "int8" and num_classes_of(model) != len(CLASS_NAMES):
             # The int8 check needs ground truth for the detector's own classes.
             raise LiteRTError(
