@@ -26,6 +26,7 @@ def define_flags(names=None, choices=None, helps=None, **defaults):
         lr_factor=0.2, optimizer="rmsprop", momentum=0.9, weight_decay=1e-5, ema_decay=0.9999,
         model_dir=None, seed=0, strategy="default", tpu=None, mixed_precision=False,
         steps_per_epoch=None, eval_steps=None, backup_steps=None, run_eagerly=False,
+        qat_epochs=0, qat_learning_rate=None,
     )
     unknown = (set(defaults) | set(names or ()) | set(choices or {}) | set(helps or {})) - set(d)
     if unknown:
@@ -98,6 +99,12 @@ def define_flags(names=None, choices=None, helps=None, **defaults):
     define("integer", "eval_steps", "Cap evaluation at this many batches.")
     define("integer", "backup_steps", "Also back up every N steps.")
     define("bool", "run_eagerly", "Debugging and tests: run eagerly, no tracing.")
+    define("integer", "qat_epochs", "After the float training, fine-tune the best model quantization-aware "
+           "(int8 simulated) for this many epochs: writes best_qat.keras (convert it with tflite/convert.py "
+           "--quantize=int8, no calibration data), a SUMMARY_QAT line and summary.json's qat section. "
+           "0: none. (To quantize an existing checkpoint without float epochs: quantization.fine_tune.)")
+    define("float", "qat_learning_rate", "Constant learning rate of the QAT epochs (the run's optimizer, "
+           "no EMA); default 1/100 of the float peak rate.")
 
 
 def flag_values(config_class):

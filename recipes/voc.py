@@ -40,7 +40,7 @@ common.define_flags(
     names=("dataset", "data_dir", "image_size", "validation_size", "model", "width", "bn_momentum", "loss",
            "alpha", "beta", "epochs", "batch_size", "learning_rate", "lr_schedule", "warmup_epochs",
            "milestones", "lr_factor", "optimizer", "momentum", "weight_decay", "ema_decay", "model_dir",
-           "seed", "steps_per_epoch", "backup_steps", "run_eagerly"),
+           "seed", "steps_per_epoch", "backup_steps", "run_eagerly", "qat_epochs", "qat_learning_rate"),
     choices=dict(dataset=["voc", "voc_folder", "fashion_mnist_scenes"],
                  lr_schedule=["cosine", "multistep", "constant"], optimizer=["sgd", "rmsprop"]),
     helps=dict(

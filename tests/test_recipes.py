@@ -32,7 +32,7 @@ def run_recipe(recipe, *args, check=True, timeout=600):
 
 
 def summary_line(stdout):
-    lines = [line for line in stdout.splitlines() if line.startswith("SUMMARY")]
+    lines = [line for line in stdout.splitlines() if line.startswith("SUMMARY ")]
     assert len(lines) == 1, stdout[-2000:]
     return lines[0]
 
@@ -90,13 +90,32 @@ def test_fashion_mnist_recipe_with_missing_data_explains(tmp_path):
     assert f"{tmp_path}/none" in result.stderr
 
 
-def test_fashion_mnist_recipe_runs(tmp_path):
+def test_fashion_mnist_recipe_runs_then_fine_tunes_quantization_aware(tmp_path):
+    """--qat_epochs: after the float epoch, one QAT epoch from the best weights writes
+    best_qat.keras (a quantized BiasLossModel), a SUMMARY_QAT line and summary.json's qat
+    section. (Its conversion and deploy check: test_quantization.py, on a trained model.)"""
+    import keras
+
+    import keras_skipblock as ks
+    from keras_skipblock.quantization import is_quantized
+
     data_dir = write_fake_fashion(str(tmp_path / "fm"), n_train=64, n_test=16)
     out = str(tmp_path / "run")
     result = run_recipe("fashion_mnist.py", f"--data_dir={data_dir}", f"--model_dir={out}",
-                        "--epochs=1", "--steps_per_epoch=3", "--loss=bias", *TINY)
+                        "--epochs=1", "--steps_per_epoch=3", "--loss=bias", "--qat_epochs=1",
+                        "--qat_learning_rate=1e-3", *TINY)
     assert "loss=bias" in summary_line(result.stdout)
-    assert_run_outputs(out, epochs=1)
+    summary = assert_run_outputs(out, epochs=1)
+    qat_lines = [line for line in result.stdout.splitlines() if line.startswith("SUMMARY_QAT ")]
+    assert len(qat_lines) == 1 and "qat epochs 1 at learning rate 0.001" in qat_lines[0], result.stdout[-2000:]
+    path = os.path.join(out, "best_qat.keras")
+    assert path in qat_lines[0] and summary["best_model"] == os.path.join(out, "best.keras")
+    qat = summary["qat"]
+    assert qat["best_model"] == path and qat["epochs"] == 1 and qat["learning_rate"] == 1e-3
+    assert qat["monitor"] == "val_accuracy" and 0 <= qat["test_top1"] <= qat["test_top5"] <= 1
+    assert len(qat["history"]["val_accuracy"]) == 1 and "val_loss_before" in qat
+    model = keras.saving.load_model(path, compile=False)
+    assert is_quantized(model) and isinstance(model, ks.BiasLossModel)
 
 
 def test_train_in_process_on_digits_with_mixed_precision(tmp_path):

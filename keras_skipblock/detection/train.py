@@ -123,6 +123,9 @@ class Detection(Task):
     """SSD detection: `SSDDetector` + `MultiboxLoss`, VOC mAP@0.5 on the test split."""
 
     monitor = "val_map"
+    qat_refusal = ("quantization-aware training of detectors is not wired into recipes/voc.py yet, nor is the "
+                   "int8 conversion of a quantization-aware detector (docs/quantization.md). Train in float and "
+                   "convert best.keras with tflite/convert.py --quantize=int8 (post-training).")
 
     def check(self):
         check_detection_config(self.config)

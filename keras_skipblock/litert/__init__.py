@@ -19,8 +19,9 @@ from keras_skipblock.litert.pipeline import ConversionResult, convert_file
 from keras_skipblock.litert.runtime import DETECTOR_OUTPUTS, LiteRTDetector, LiteRTModel, op_summary, write_tflite
 from keras_skipblock.litert.tasks import CLASSIFIER, DETECTOR, ClassifierSpec, DetectorSpec, is_detector, spec_for
 from keras_skipblock.litert.verify import (
-    MAX_ABS_DIFF, MAX_BOX_DIFF, MAX_INT8_MAP_DROP, MIN_AGREEMENT, MIN_INT8_CHECK_SCENES,
-    DetectionVerification, Int8MapCheck, Verification, check_int8_map, compare, compare_detections, verify)
+    MAX_ABS_DIFF, MAX_BOX_DIFF, MAX_INT8_MAP_DROP, MAX_QAT_P99_STEPS, MIN_AGREEMENT, MIN_INT8_CHECK_SCENES,
+    MIN_QAT_AGREEMENT, DetectionVerification, Int8MapCheck, Verification, check_int8_map, compare,
+    compare_detections, qat_output_step, verify)
 
 __all__ = [
     # the one path, both tasks
@@ -31,6 +32,7 @@ __all__ = [
     # classifiers
     "serving_function", "keras_logits", "LiteRTModel", "load_images", "compare", "Verification",
     "MAX_ABS_DIFF", "MIN_AGREEMENT", "keras_accuracy", "tflite_accuracy",
+    "MIN_QAT_AGREEMENT", "MAX_QAT_P99_STEPS", "qat_output_step",
     # detectors
     "detector_serving_function", "detector_anchors", "POSTPROCESS_SCOPE", "DETECTOR_OUTPUTS",
     "LiteRTDetector", "scenes", "scene_images", "compare_detections", "DetectionVerification",

@@ -9,7 +9,7 @@ from keras_skipblock.litert.conversion import requires_calibration
 from keras_skipblock.litert.errors import LiteRTError, VerificationError
 from keras_skipblock.litert.runtime import write_tflite
 from keras_skipblock.litert.tasks import spec_for
-from keras_skipblock.litert.verify import MAX_ABS_DIFF, MIN_AGREEMENT
+from keras_skipblock.litert.verify import MAX_ABS_DIFF
 
 
 @dataclasses.dataclass
@@ -24,7 +24,7 @@ class ConversionResult:
 
 def convert_file(model, output, quantize="none", representative_data="fashion_mnist",
                  num_calibration=300, verify_data=None, num_verify=200, run_verification=True,
-                 max_abs_diff=MAX_ABS_DIFF, min_agreement=MIN_AGREEMENT, int8_friendly=True,
+                 max_abs_diff=MAX_ABS_DIFF, min_agreement=None, int8_friendly=True,
                  io_type="float32", recalibrate_bn=False, data_dir=None, image_size=None, log=print,
                  spec=None):
     """Convert `model` (classifier or detector), write `output`, and verify it on real images.
@@ -36,7 +36,10 @@ def convert_file(model, output, quantize="none", representative_data="fashion_mn
     VerificationError when verification fails: after writing the file
     (kept for inspection), except where the task checks before writing
     (int8 detectors: their mAP against float32), which writes nothing. `spec`: the
-    task's spec (default `tasks.spec_for(model)`).
+    task's spec (default `tasks.spec_for(model)`). `min_agreement` None: the check's default (0.9 for
+    post-training quantization, verify.MIN_QAT_AGREEMENT for a quantization-aware model's int8 file).
+    A quantization-aware model (`quantization.is_quantized`) converts to int8 with no calibration
+    images: its ranges are its own.
     """
     spec = spec_for(model, spec)
     shape = input_shape_of(model, image_size)
@@ -48,6 +51,8 @@ def convert_file(model, output, quantize="none", representative_data="fashion_mn
     if (quantize == "int8" and requires_calibration(model)) or recalibrate_bn:
         calibration = spec.calibration_images(model, shape, representative_data, num_calibration, data_dir)
         log(f"calibration: {len(calibration)} real images from {spec.describe_data(representative_data, 'train')}")
+    elif quantize == "int8":
+        log("calibration: none (a quantization-aware model: the ranges learned in training are converted)")
     checked_before_writing = spec.checked_before_writing(quantize)
     images = truth = None
     if run_verification or checked_before_writing:  # loaded before anything is written: bad data leaves no file

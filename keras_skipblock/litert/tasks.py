@@ -23,7 +23,7 @@ from keras_skipblock.detection.postprocess import IOU_THRESHOLD, MAX_DETECTIONS,
 from keras_skipblock.litert import conversion, data
 from keras_skipblock.litert import runtime as runners
 from keras_skipblock.litert.errors import LiteRTError
-from keras_skipblock.litert.verify import (MAX_ABS_DIFF, MIN_AGREEMENT, MIN_INT8_CHECK_SCENES, check_int8_map,
+from keras_skipblock.litert.verify import (MAX_ABS_DIFF, MIN_INT8_CHECK_SCENES, check_int8_map,
                                            verify_detections, verify_logits)
 from keras_skipblock.validation import is_detector  # one test, shared with the scripts' input checks
 
@@ -62,7 +62,7 @@ class ClassifierSpec:
         return f"{source} ({split} split)"
 
     def verify(self, model, tflite_model, images, quantize, max_abs_diff=MAX_ABS_DIFF,
-               min_agreement=MIN_AGREEMENT, truth=None, reference=None):
+               min_agreement=None, truth=None, reference=None):
         return verify_logits(model, tflite_model, images, quantize, max_abs_diff, min_agreement)
 
     def checked_before_writing(self, quantize):
@@ -88,6 +88,7 @@ class DetectorSpec:
         from keras_skipblock.data.fashion_mnist import CLASS_NAMES
         from keras_skipblock.detection.model import num_classes_of
 
+        conversion.check_qat_detector(model, quantize)  # before any data is loaded
         if quantize == "int8" and num_classes_of(model) != len(CLASS_NAMES):
             # The int8 check needs ground truth for the detector's own classes.
             raise LiteRTError(

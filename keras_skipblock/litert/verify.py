@@ -14,6 +14,13 @@ Classifiers (`compare`):
   harder data sets yet catches a broken conversion (which agrees on ~10%,
   chance for 10 classes). An *untrained* model's logits are near-ties, so
   its agreement measures nothing; the relative error is printed for it.
+- int8 of a quantization-aware model (`quantization.is_quantized`): the
+  `.tflite` should compute what the Keras QAT model computed in training, so
+  the bound is tighter: top-1 agreement >= MIN_QAT_AGREEMENT and the 99th
+  percentile of |Δlogit| <= MAX_QAT_P99_STEPS output quantization steps
+  (the step of the Keras model's logits quantizer). Both set from
+  measurements, below; the issue's target (>= 0.995 agreement, logits within
+  2 steps) is not met on deep networks (docs/quantization.md).
 
 Detectors:
 
@@ -29,6 +36,7 @@ Detectors:
 """
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
@@ -47,10 +55,25 @@ VERIFY_SCORE_THRESHOLD = 0.3
 # float). Both run on the same images, so sampling noise does not enter the difference.
 MAX_INT8_MAP_DROP = 0.03
 MIN_INT8_CHECK_SCENES = 200
+# QAT int8 `.tflite` vs the Keras QAT model it came from. Measured (docs/quantization.md):
+# - SkipblockNet-M w0.5 from `recipes/fashion_mnist.py --epochs=3 --steps_per_epoch=200
+#   --qat_epochs=1` (test top-1 0.866), all 10,000 test images: agreement 0.9848, 99th percentile
+#   6 steps, max 16; over the 50 slices of 200 images (the default --num_verify): agreement
+#   0.965-1.0 (mean 0.985), 99th percentile 5-7 steps;
+# - SkipblockNet-M w0.5 of benchmarks/qat_fashion_mnist.py (top-1 0.872), 10,000 images:
+#   agreement 0.9901, 99th percentile 5 steps, max 19;
+# - the tiny model of tests/test_quantization.py, 500 images, seeds 0/1/2: agreement
+#   0.990/0.988/0.992, 99th percentile 1.00 step, max 2.
+# Bounds with a margin: agreement >= 0.95 (worst 200-image slice 0.965; at the measured 1.5 %
+# disagreement rate, 3 of 200 are expected and the 11 that fail have a Poisson probability of
+# 4e-4), 99th percentile <= 10 steps (worst slice 7, +3). Tighter than post-training's 0.9
+# agreement, plus a bound on the logits; the issue's target (0.995, within 2 steps) is not met.
+MIN_QAT_AGREEMENT = 0.95
+MAX_QAT_P99_STEPS = 10.0
 
 
 def verify(keras_model, tflite_model, images, quantize, max_abs_diff=MAX_ABS_DIFF,
-           min_agreement=MIN_AGREEMENT, raise_on_failure=True, truth=None, reference=None, spec=None):
+           min_agreement=None, raise_on_failure=True, truth=None, reference=None, spec=None):
     """Run both models on `images` (real, float32 in the model's input range) and compare,
     as the model's task does (see the module docstring).
 
@@ -81,18 +104,29 @@ class Verification:
     top1_agreement: float
     threshold: str
     passed: bool
+    p99_steps: Optional[float] = None  # QAT: 99th percentile of |Δlogit| in output quantization steps
+    max_steps: Optional[float] = None
 
     def describe(self):
+        steps = "" if self.p99_steps is None else (
+            f", |Δlogit| in output steps: 99th percentile {self.p99_steps:.2f}, max {self.max_steps:.2f}")
         return (
-            f"verification ({self.quantize}, {self.samples} real samples): "
+            f"verification ({self.quantize}{', quantization-aware model' if self.p99_steps is not None else ''}, "
+            f"{self.samples} real samples): "
             f"max |Δlogit| = {self.max_abs_diff:.3g}, relative RMS error = "
-            f"{self.relative_rms_error:.3g}, top-1 agreement = {self.top1_agreement:.4f} "
+            f"{self.relative_rms_error:.3g}, top-1 agreement = {self.top1_agreement:.4f}{steps} "
             f"[{self.threshold}] -> {'PASS' if self.passed else 'FAIL'}"
         )
 
 
-def compare(keras_out, lite_out, quantize, max_abs_diff=MAX_ABS_DIFF, min_agreement=MIN_AGREEMENT):
-    """Verification of two logit arrays (n, classes)."""
+def compare(keras_out, lite_out, quantize, max_abs_diff=MAX_ABS_DIFF, min_agreement=None, output_step=None,
+            max_p99_steps=MAX_QAT_P99_STEPS):
+    """Verification of two logit arrays (n, classes).
+
+    `output_step`: for a quantization-aware model converted to int8, the quantization step of its
+    logits (`qat_output_step`); then the QAT bounds apply (min_agreement default MIN_QAT_AGREEMENT,
+    99th percentile of |Δlogit| / output_step at most `max_p99_steps`). Otherwise min_agreement
+    defaults to MIN_AGREEMENT."""
     keras_out = np.asarray(keras_out, dtype="float64")
     lite_out = np.asarray(lite_out, dtype="float64")
     diff = np.abs(keras_out - lite_out)
@@ -102,19 +136,53 @@ def compare(keras_out, lite_out, quantize, max_abs_diff=MAX_ABS_DIFF, min_agreem
         scale = max(1.0, float(np.abs(keras_out).max()))
         passed = float(diff.max()) <= max_abs_diff * scale
         threshold = f"max |Δlogit| <= {max_abs_diff:g} x max(1, max |logit| = {scale:.3g})"
+    elif output_step is not None and quantize == "int8":
+        min_agreement = MIN_QAT_AGREEMENT if min_agreement is None else min_agreement
+        steps = diff / output_step
+        p99, worst = float(np.percentile(steps, 99)), float(steps.max())
+        passed = agreement >= min_agreement and p99 <= max_p99_steps
+        threshold = (f"QAT: top-1 agreement >= {min_agreement:g}, 99th percentile <= {max_p99_steps:g} steps "
+                     f"of {output_step:.3g}")
+        return Verification(quantize, len(keras_out), float(diff.max()),
+                            float(np.sqrt(np.mean(diff ** 2))) / rms_ref, agreement, threshold, passed, p99, worst)
     else:
+        min_agreement = MIN_AGREEMENT if min_agreement is None else min_agreement
         passed = agreement >= min_agreement
         threshold = f"top-1 agreement >= {min_agreement:g}"
     return Verification(quantize, len(keras_out), float(diff.max()),
                         float(np.sqrt(np.mean(diff ** 2))) / rms_ref, agreement, threshold, passed)
 
 
+def qat_output_step(model):
+    """The quantization step of a quantization-aware classifier's logits (the range of the
+    quantizer that writes them, over 255 levels), or None for a float model (or when the
+    logits' producer keeps no range)."""
+    from keras_skipblock.quantization import is_quantized
+
+    if not is_quantized(model):
+        return None
+    output = model.output
+    if isinstance(output, dict):
+        output = output.get("logits", next(iter(output.values())))
+    elif isinstance(output, (list, tuple)):
+        output = output[0]
+    history = getattr(output, "_keras_history", None)
+    layer = history[0] if history else None
+    ranges = layer.ranges() if hasattr(layer, "ranges") else {}
+    if "output" not in ranges:
+        return None
+    low, high = ranges["output"]
+    return (max(high, 0.0) - min(low, 0.0)) / 255.0 or None
+
+
 def verify_logits(keras_model, tflite_model, images, quantize, max_abs_diff=MAX_ABS_DIFF,
-                  min_agreement=MIN_AGREEMENT):
-    """A classifier's check: `compare` of Keras and LiteRT logits on `images`."""
+                  min_agreement=None):
+    """A classifier's check: `compare` of Keras and LiteRT logits on `images` (the QAT bounds
+    for an int8 file of a quantization-aware model)."""
     lite = tflite_model if isinstance(tflite_model, LiteRTModel) else LiteRTModel(tflite_model)
+    step = qat_output_step(keras_model) if quantize == "int8" else None
     return compare(keras_logits(keras_model, images), lite.predict(images), quantize,
-                   max_abs_diff, min_agreement)
+                   max_abs_diff, min_agreement, output_step=step)
 
 
 # -- detectors -----------------------------------------------------------------------------

@@ -36,12 +36,13 @@ def _batches(data, batch_size):
 def _fit_args(data, batch_size):
     if isinstance(data, tuple) and len(data) >= 2 and hasattr(data[0], "shape"):
         return {"x": data[0], "y": data[1], "batch_size": batch_size}
-    return {"x": data}
+    return {"x": data, "shuffle": False}  # a tf.data pipeline shuffles itself
 
 
 def fine_tune(model, train_data, validation_data=None, epochs=2, learning_rate=1e-4, model_dir=".",
               loss=None, optimizer=None, batch_size=64, calibration_batches=16, range_epochs=1,
-              momentum=0.99, steps_per_epoch=None, metrics=("accuracy",), verbose=1):
+              momentum=0.99, steps_per_epoch=None, metrics=("accuracy",), verbose=1, monitor="val_loss",
+              return_model=False, run_eagerly=False, jit_compile="auto"):
     """Quantize a trained float model and fine-tune it with int8 simulated.
 
     Args:
@@ -63,10 +64,17 @@ def fine_tune(model, train_data, validation_data=None, epochs=2, learning_rate=1
         range_epochs: the ranges keep moving for this many epochs, then are
             frozen (0: frozen right after calibration; None: never).
         momentum: moving-average momentum of the ranges.
+        metrics: compiled with the model (a list of names or metric objects).
+        monitor: the validation log that picks the best epoch: "val_loss"
+            (lowest) or another one, e.g. "val_accuracy" (highest).
+        return_model: also return the QAT model, with the best epoch's
+            weights (the recipes' run skeleton evaluates it on the test split).
+        run_eagerly, jit_compile: passed to `compile` (the run skeleton passes its own).
 
     Returns a dict: path (best_qat.keras), epochs, best_epoch,
     val_loss / val_accuracy before fine-tuning (the calibrated, PTQ-like
-    model) and at the best epoch, history, seconds.
+    model) and at the best epoch, history, seconds; with `return_model`,
+    (QAT model, that dict).
     """
     start = time.time()
     if isinstance(model, (str, os.PathLike)):
@@ -81,7 +89,8 @@ def fine_tune(model, train_data, validation_data=None, epochs=2, learning_rate=1
     if loss is None:
         loss = BiasLoss() if isinstance(qat, BiasLossModel) else keras.losses.SparseCategoricalCrossentropy(
             from_logits=True)
-    qat.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate), loss=loss, metrics=list(metrics))
+    qat.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate), loss=loss,
+                metrics=list(metrics or ()), run_eagerly=run_eagerly, jit_compile=jit_compile)
     if calibration_batches:
         for i, images in enumerate(_batches(train_data, batch_size)):
             if i >= calibration_batches:
@@ -94,8 +103,11 @@ def fine_tune(model, train_data, validation_data=None, epochs=2, learning_rate=1
         if validation_data is None:
             return {}
         args = _fit_args(validation_data, batch_size)
+        args.pop("shuffle", None)
         return qat.evaluate(**args, verbose=0, return_dict=True)
 
+    lowest = monitor.endswith("loss")
+    mode = "min" if lowest else "max"
     before = evaluate()
     os.makedirs(model_dir, exist_ok=True)
     path = os.path.join(model_dir, "best_qat.keras")
@@ -103,7 +115,7 @@ def fine_tune(model, train_data, validation_data=None, epochs=2, learning_rate=1
     if range_epochs:
         callbacks.append(_FreezeRanges(range_epochs))
     if validation_data is not None:
-        callbacks.append(keras.callbacks.ModelCheckpoint(path, monitor="val_loss", save_best_only=True))
+        callbacks.append(keras.callbacks.ModelCheckpoint(path, monitor=monitor, save_best_only=True, mode=mode))
         fit_validation = validation_data
         if isinstance(validation_data, tuple):
             fit_validation = tuple(validation_data[:2])
@@ -111,10 +123,15 @@ def fine_tune(model, train_data, validation_data=None, epochs=2, learning_rate=1
         fit_validation = None
     history = qat.fit(**_fit_args(train_data, batch_size), validation_data=fit_validation, epochs=epochs,
                       steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
-    if validation_data is None:
-        qat.save(path)
     hist = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    best_epoch = int(np.argmin(hist["val_loss"])) + 1 if "val_loss" in hist else epochs
+    if monitor in hist and os.path.exists(path) and np.isfinite(hist[monitor]).any():
+        values = np.where(np.isfinite(hist[monitor]), hist[monitor], np.inf if lowest else -np.inf)
+        best_epoch = int((np.argmin if lowest else np.argmax)(values)) + 1
+        if best_epoch != len(hist[monitor]):  # the model in memory holds the last epoch's weights
+            qat.load_weights(path)
+    else:  # no validation, or no epoch with a finite `monitor` (nothing checkpointed): the last epoch
+        best_epoch = len(history.epoch) or epochs
+        qat.save(path)
     summary = {"path": path, "epochs": epochs, "best_epoch": best_epoch, "history": hist,
                "seconds": round(time.time() - start, 1)}
     for key in ("loss", "accuracy"):
@@ -122,4 +139,4 @@ def fine_tune(model, train_data, validation_data=None, epochs=2, learning_rate=1
             summary[f"val_{key}_before"] = float(before[key])
         if f"val_{key}" in hist:
             summary[f"val_{key}"] = hist[f"val_{key}"][best_epoch - 1]
-    return summary
+    return (qat, summary) if return_model else summary

@@ -62,6 +62,9 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-5
     ema_decay: Optional[float] = optimizers.PAPER_EMA_DECAY
+    # quantization-aware fine-tuning after the float training (training.run.quantization_aware_training)
+    qat_epochs: int = 0  # 0: none
+    qat_learning_rate: Optional[float] = None  # None: QAT_LR_FRACTION of the float peak rate
     # run
     model_dir: str = "/tmp/keras_skipblock"
     seed: int = 0

@@ -5,8 +5,10 @@ callbacks -> fit -> restore best -> evaluate -> summary.
 (`detection.train.train_detector`) share: checks, strategy, seed, precision,
 model_dir, optimizer and schedule, the standard callbacks (resume, EMA,
 best checkpoint, logs), fit, the best epoch's EMA weights, summary.json and
-the SUMMARY line. A `Task` supplies what differs: its checks, data, model,
-loss, metrics, extra callbacks, evaluation and summary.
+the SUMMARY line, and, with `config.qat_epochs`, the quantization-aware
+fine-tune after it (best_qat.keras, SUMMARY_QAT, summary.json's "qat"). A
+`Task` supplies what differs: its checks, data, model, loss, metrics, extra
+callbacks, evaluation and summary.
 """
 
 import dataclasses
@@ -20,13 +22,21 @@ import tensorflow as tf
 
 from keras_skipblock.training import callbacks as callbacks_lib
 from keras_skipblock.training import optimizers
-from keras_skipblock.validation import InputError
+from keras_skipblock.validation import InputError, check_number
+
+# --qat_learning_rate's default: this fraction of the float run's peak rate, constant (the float
+# schedule's peak, not its end). fine_tune's measured runs used 1e-4 to 3e-4 with Adam; with the run's
+# own optimizer, 1/100 of the peak (5e-4 for recipes/fashion_mnist.py's SGD 0.05) is the small,
+# safe end of the usual 1/10 - 1/100 for fine-tuning a trained network.
+QAT_LR_FRACTION = 0.01
 
 
 class Task:
     """What a task gives `run`. Subclasses override the methods that raise."""
 
     monitor = "val_accuracy"  # the validation metric the best checkpoint maximises
+    # Why --qat_epochs is refused for this task (None: the task supports quantization-aware fine-tuning).
+    qat_refusal = None
 
     def __init__(self, config):
         self.config = config
@@ -105,6 +115,7 @@ def run(task):
     start = time.time()
     config = task.config
     task.check()  # before anything is read, built or written
+    check_qat(task)
     strategy = get_strategy(config.strategy, config.tpu)  # first: multi-worker needs it early
     keras.utils.set_random_seed(config.seed)
     set_precision(config.mixed_precision)
@@ -165,7 +176,77 @@ def run(task):
         write_json(os.path.join(model_dir, "summary.json"), summary)
     print(f"SUMMARY {line}, epochs {summary['epochs']}, wall time {summary['wall_time_s']:.0f} s "
           f"(this process), model {best_path or 'not saved (no epoch was checkpointed)'}", flush=True)
+    if config.qat_epochs:
+        summary["qat"] = quantization_aware_training(task, model, data, model_dir, chief, repeat, steps_per_epoch,
+                                                     task.jit_compile(strategy))
+        if chief:
+            write_json(os.path.join(model_dir, "summary.json"), summary)
     return summary
+
+
+def check_qat(task):
+    """--qat_epochs and --qat_learning_rate in range, and the task able to fine-tune quantized (InputError)."""
+    config = task.config
+    epochs = getattr(config, "qat_epochs", 0)
+    check_number("--qat_epochs", epochs, low=0, integer=True,
+                 fix="It counts quantization-aware fine-tuning epochs after the float training; 0: none.")
+    check_number("--qat_learning_rate", getattr(config, "qat_learning_rate", None), low=0, low_open=True,
+                 allow_none=True)
+    if not epochs and getattr(config, "qat_learning_rate", None) is not None:
+        raise InputError("--qat_learning_rate is the rate of the quantization-aware epochs: give --qat_epochs "
+                         "N > 0 too, or leave it out.")
+    if epochs and task.qat_refusal:
+        raise InputError(f"--qat_epochs {epochs}: {task.qat_refusal}")
+
+
+def qat_learning_rate(config):
+    """--qat_learning_rate, or QAT_LR_FRACTION of the float run's peak rate."""
+    from keras_skipblock.training import schedules
+
+    if config.qat_learning_rate is not None:
+        return config.qat_learning_rate
+    peak = config.learning_rate
+    if peak is None:  # build_schedule's defaults
+        peak = schedules.scaled_learning_rate(config.batch_size) if config.lr_schedule == "paper" else 0.1
+    return QAT_LR_FRACTION * peak
+
+
+def quantization_aware_training(task, model, data, model_dir, chief, repeat, steps_per_epoch, jit_compile=False):
+    """Fine-tune `model` (the run's restored best weights: EMA weights of the best epoch)
+    quantization-aware for config.qat_epochs epochs with the task's data, loss, metrics and
+    validation metric, through `quantization.fine_tune`: writes best_qat.keras, evaluates it on the
+    test split like the float model, prints the SUMMARY_QAT line. Returns summary.json's "qat" section.
+
+    The optimizer is the run's kind at a constant `qat_learning_rate(config)`, without EMA; the
+    run's weight decay applies to the quantized kernels too."""
+    from keras_skipblock.data.folder import corrupt_images_named
+    from keras_skipblock.quantization import fine_tune, quantize_model
+
+    start = time.time()
+    config = task.config
+    rate = qat_learning_rate(config)
+    optimizer = optimizers.build_optimizer(config.optimizer, rate, ema_decay=None, momentum=config.momentum)
+    train, validation = task.fit_data(data, model, repeat)
+    quantized = quantize_model(model)
+    optimizers.add_weight_decay(quantized, config.weight_decay)
+    with corrupt_images_named(task.image_files(data)):
+        qat, tuned = fine_tune(
+            quantized, train, validation, epochs=config.qat_epochs, model_dir=model_dir, loss=task.loss(),
+            optimizer=optimizer, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch if repeat else None,
+            metrics=task.metrics(), monitor=task.monitor, verbose=config.verbose, return_model=True,
+            run_eagerly=config.run_eagerly, jit_compile=jit_compile)
+        results = task.evaluate(qat, data)
+    fields, line = task.summarize(results, data, qat, model_dir, chief)
+    section = {**fields, "epochs": config.qat_epochs, "best_epoch": tuned["best_epoch"],
+               "learning_rate": rate, "optimizer": config.optimizer, "best_model": tuned["path"],
+               "monitor": task.monitor, "history": tuned["history"],
+               "wall_time_s": round(time.time() - start, 1)}
+    for key in ("val_loss_before", "val_accuracy_before", "val_loss", "val_accuracy"):
+        if key in tuned:
+            section[key] = tuned[key]
+    print(f"SUMMARY_QAT {line}, qat epochs {config.qat_epochs} at learning rate {rate:g}, best epoch "
+          f"{tuned['best_epoch']}, wall time {section['wall_time_s']:.0f} s, model {tuned['path']}", flush=True)
+    return section
 
 
 def set_precision(mixed_precision):
