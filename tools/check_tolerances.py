@@ -58,7 +58,8 @@ def run_condition(tests, eps, onednn, threads, log):
     env = dict(os.environ, KS_PERTURB_EPS=repr(eps), KS_TOLERANCE_RECORD_ONLY="1",
                KS_TOLERANCE_LOG=log, TF_ENABLE_ONEDNN_OPTS=onednn, TF_NUM_INTRAOP_THREADS=threads,
                TF_NUM_INTEROP_THREADS=threads, OMP_NUM_THREADS=threads, CUDA_VISIBLE_DEVICES="")
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not multi_worker",
+    # -n 0: one process (pytest.ini's xdist workers would share the log and the thread setting).
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-m", "not multi_worker",
                *(["-k", FLAGS.k] if FLAGS.k else []), *tests]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     return result.returncode, result.stdout.strip().splitlines()[-1:]
