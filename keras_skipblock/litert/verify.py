@@ -153,6 +153,13 @@ def compare(keras_out, lite_out, quantize, max_abs_diff=MAX_ABS_DIFF, min_agreem
                         float(np.sqrt(np.mean(diff ** 2))) / rms_ref, agreement, threshold, passed)
 
 
+def _single_output(layer):
+    try:
+        return layer.output
+    except (AttributeError, ValueError):  # a layer called more than once, or never
+        return None
+
+
 def qat_output_step(model):
     """The quantization step of a quantization-aware classifier's logits (the range of the
     quantizer that writes them, over 255 levels), or None for a float model (or when the
@@ -166,8 +173,8 @@ def qat_output_step(model):
         output = output.get("logits", next(iter(output.values())))
     elif isinstance(output, (list, tuple)):
         output = output[0]
-    history = getattr(output, "_keras_history", None)
-    layer = history[0] if history else None
+    # The layer that writes the logits, by its public output (no private Keras history).
+    layer = next((layer for layer in model.layers if _single_output(layer) is output), None)
     ranges = layer.ranges() if hasattr(layer, "ranges") else {}
     if "output" not in ranges:
         return None
