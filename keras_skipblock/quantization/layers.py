@@ -240,8 +240,9 @@ class QuantConv(QuantLayer):
             kernel = kernel * scale
         return kernel, self.beta + (bias - self.moving_mean) * scale
 
-    def quantized_kernel(self):
-        kernel, _ = self.folded_kernel_and_bias()
+    def quantized_kernel(self, folded_kernel=None):
+        """The folded kernel (`folded_kernel`, or folded here) fake-quantized as LiteRT stores it."""
+        kernel = self.folded_kernel_and_bias()[0] if folded_kernel is None else folded_kernel
         if self.kind == "depthwise":
             # Output channel c * multiplier + m: fake-quantize along the flattened last two axes.
             shape = kernel.shape
@@ -250,8 +251,8 @@ class QuantConv(QuantLayer):
         return _weight_fake_quant(kernel, None if self.kind == "dense" else -1)
 
     def call(self, inputs, training=False):
-        _, bias = self.folded_kernel_and_bias()
-        kernel = self.quantized_kernel()
+        folded, bias = self.folded_kernel_and_bias()  # once per step: the kernel and bias share the BN scale
+        kernel = self.quantized_kernel(folded)
         if self.kind == "conv":
             x = ops.conv(inputs, kernel, strides=self.strides, padding=self.padding,
                          dilation_rate=self.dilation_rate)
