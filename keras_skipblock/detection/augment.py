@@ -227,9 +227,9 @@ def augment_example(image, boxes, classes, seed, image_size, mode="ssd"):
     # costs as much as the resampling).
     out = tf.image.crop_and_resize(image[None], tf.stack([[y_first, x_first, y_last, x_last]]), [0],
                                    (image_size, image_size), extrapolation_value=-1.0)[0]
-    mean = tf.reduce_mean(tf.cast(image[::16, ::16], tf.float32), axis=(0, 1))
-    out = tf.where(out < 0.0, mean, out)
-    if mode == "ssd":
+    if mode == "ssd":  # only a zoom-out samples outside the source
+        mean = tf.reduce_mean(tf.cast(image[::16, ::16], tf.float32), axis=(0, 1))
+        out = tf.where(out < 0.0, mean, out)
         # SSD's first step, done here on the output pixels: brightness, saturation and
         # hue act pixel by pixel, so before or after resampling gives the same image up
         # to interpolation; at 300x300 it costs half what it costs on a 500x375 source.
