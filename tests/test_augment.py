@@ -249,9 +249,9 @@ def test_detection_config_validates_augment():
         check_detection_config(DetectionConfig(dataset="fashion_mnist_scenes", augment="zoom"))
 
 
-def test_batched_matching_equals_per_image_matching():
+def test_batched_matching_ignores_the_padding():
     """training_dataset matches a padded batch at once; every image's targets equal
-    encode_targets' on that image alone (images with 0 to 7 boxes, padding class -1)."""
+    its targets matched alone, unpadded (images with 0 to 7 boxes, padding class -1)."""
     from keras_skipblock.detection.anchors import encode_targets, encode_targets_batch, generate_anchors
 
     anchors = generate_anchors((300, 300), [(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)])

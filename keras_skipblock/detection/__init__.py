@@ -14,7 +14,7 @@ import importlib
 
 _EXPORTS = {
     "anchors": ("SSD_ANCHORS", "decode", "encode", "encode_targets", "generate_anchors", "level_slices",
-                "match", "ssd_anchor_table"),
+                "ssd_anchor_table"),
     "data": ("VOC_CLASSES", "AnnotationError", "DetectionExamples", "fashion_mnist_scenes",
              "load_detection_data", "parse_voc_xml", "read_voc_folder"),
     "loss": ("CLASS_LOSSES", "MultiboxLoss"),

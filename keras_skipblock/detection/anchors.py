@@ -111,27 +111,6 @@ def decode(deltas, anchors):
         variance=VARIANCE)
 
 
-def match(boxes, anchors, iou_threshold=IOU_THRESHOLD):
-    """SSD matching of one image's boxes (M, 4) to anchors (N, 4).
-
-    Returns (matched box index (N,) int32, positive (N,) bool). M may be 0.
-    """
-    import keras_cv
-
-    boxes = ops.convert_to_tensor(boxes, "float32")
-    anchors = ops.convert_to_tensor(anchors, "float32")
-    iou = keras_cv.bounding_box.compute_iou(anchors, boxes, bounding_box_format="xyxy")  # (N, M)
-    matcher = keras_cv.layers.BoxMatcher([iou_threshold], [-1, 1], force_match_for_each_col=False)
-    matched, values = matcher(iou)
-    positive = ops.equal(values, 1)
-    # Each box's best anchor is positive and matched to that box (scatter:
-    # works for M = 0 too, where an argmax over boxes would fail).
-    best_anchor = tf.argmax(iou, axis=0, output_type=tf.int32)[:, None]  # (M, 1)
-    matched = tf.tensor_scatter_nd_update(matched, best_anchor, tf.range(tf.shape(boxes)[0]))
-    positive = tf.tensor_scatter_nd_update(positive, best_anchor, tf.ones(tf.shape(boxes)[:1], tf.bool))
-    return matched, positive
-
-
 def encode_targets(boxes, classes, anchors, iou_threshold=IOU_THRESHOLD):
     """Training targets of one image.
 
@@ -140,37 +119,34 @@ def encode_targets(boxes, classes, anchors, iou_threshold=IOU_THRESHOLD):
     for positive anchors and 0 (background) for the rest; deltas are zero on
     background anchors.
     """
-    boxes = ops.convert_to_tensor(boxes, "float32")
-    classes = ops.cast(ops.convert_to_tensor(classes), "int32")
-    anchors = ops.convert_to_tensor(anchors, "float32")
-    matched, positive = match(boxes, anchors, iou_threshold)
-    # A zero box appended so that the gather is valid for an image with no boxes.
-    boxes = ops.concatenate([boxes, ops.zeros((1, 4), "float32")], axis=0)
-    classes = ops.concatenate([classes, ops.zeros((1,), "int32")], axis=0)
-    deltas = encode(ops.take(boxes, matched, axis=0), anchors)
-    labels = ops.where(positive, ops.take(classes, matched, axis=0) + 1, 0)
-    deltas = ops.where(positive[:, None], deltas, 0.0)
-    return ops.cast(deltas, "float32"), ops.cast(labels, "int32")
+    # One image is a batch of one: a single matching rule for training and evaluation.
+    deltas, labels = encode_targets_batch(tf.reshape(tf.cast(boxes, tf.float32), (1, -1, 4)),
+                                          tf.reshape(tf.cast(classes, tf.int32), (1, -1)), anchors, iou_threshold)
+    return deltas[0], labels[0]
 
 
 def encode_targets_batch(boxes, classes, anchors, iou_threshold=IOU_THRESHOLD):
     """`encode_targets` for a batch at once: boxes (B, M, 4) rel_xyxy and
     classes (B, M), padded with class -1 (the padding's boxes are ignored).
-    Returns (deltas (B, N, 4), labels (B, N)), equal to encode_targets image by
-    image. One set of ops per batch instead of per image: in tf.data it costs a
-    fraction of the per-image matching (docs/detection.md, input pipeline)."""
+    Returns (deltas (B, N, 4), labels (B, N)): labels are class + 1 on positive
+    anchors (IoU >= iou_threshold, and each box's best anchor), 0 elsewhere.
+    One set of ops per batch: tf.data matches a whole training batch at once."""
     import keras_cv
 
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     classes = tf.cast(tf.convert_to_tensor(classes), tf.int32)
     anchors = tf.convert_to_tensor(anchors, tf.float32)
+    # One padding box more, so that the gather below is valid when no image has a box.
+    batch = tf.shape(boxes)[0]
+    boxes = tf.concat([boxes, tf.zeros((batch, 1, 4), tf.float32)], axis=1)
+    classes = tf.concat([classes, -tf.ones((batch, 1), tf.int32)], axis=1)
     valid = classes >= 0  # (B, M)
     iou = keras_cv.bounding_box.compute_iou(anchors, boxes, bounding_box_format="xyxy")  # (B, N, M)
     iou = tf.where(valid[:, None, :], iou, -1.0)  # padding: never matched, never anyone's best
     matcher = keras_cv.layers.BoxMatcher([iou_threshold], [-1, 1], force_match_for_each_col=False)
     matched, values = matcher(iou)  # (B, N)
     positive = tf.equal(values, 1)
-    # Each real box's best anchor is positive and matched to it (as encode_targets).
+    # Each real box's best anchor is positive and matched to it (SSD's rule).
     best_anchor = tf.argmax(iou, axis=1, output_type=tf.int32)  # (B, M)
     shape = tf.shape(classes)
     batch_index = tf.broadcast_to(tf.range(shape[0])[:, None], shape)
