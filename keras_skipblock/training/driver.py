@@ -122,15 +122,22 @@ def load_matching_weights(model, checkpoint):
     return copied, skipped
 
 
+def peak_learning_rate(config):
+    """--learning_rate, or its default: the paper's linearly scaled rate for the paper
+    schedule, 0.1 for the others."""
+    if config.learning_rate is not None:
+        return config.learning_rate
+    return schedules.scaled_learning_rate(config.batch_size) if config.lr_schedule == "paper" else 0.1
+
+
 def build_schedule(config, steps_per_epoch):
-    lr = config.learning_rate
+    lr = peak_learning_rate(config)
     if config.lr_schedule == "paper":
         return schedules.paper_schedule(
             config.batch_size, steps_per_epoch, peak_learning_rate=lr,
             warmup_epochs=config.warmup_epochs, decay_epochs=config.decay_epochs,
             decay_rate=config.decay_rate,
         )
-    lr = lr if lr is not None else 0.1
     if config.lr_schedule == "multistep":
         return schedules.multistep_schedule(lr, config.milestones, steps_per_epoch, config.lr_factor)
     if config.lr_schedule == "cosine":

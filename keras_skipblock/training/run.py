@@ -187,12 +187,12 @@ def run(task):
 def check_qat(task):
     """--qat_epochs and --qat_learning_rate in range, and the task able to fine-tune quantized (InputError)."""
     config = task.config
-    epochs = getattr(config, "qat_epochs", 0)
+    epochs = config.qat_epochs
     check_number("--qat_epochs", epochs, low=0, integer=True,
                  fix="It counts quantization-aware fine-tuning epochs after the float training; 0: none.")
-    check_number("--qat_learning_rate", getattr(config, "qat_learning_rate", None), low=0, low_open=True,
+    check_number("--qat_learning_rate", config.qat_learning_rate, low=0, low_open=True,
                  allow_none=True)
-    if not epochs and getattr(config, "qat_learning_rate", None) is not None:
+    if not epochs and config.qat_learning_rate is not None:
         raise InputError("--qat_learning_rate is the rate of the quantization-aware epochs: give --qat_epochs "
                          "N > 0 too, or leave it out.")
     if epochs and task.qat_refusal:
@@ -201,14 +201,11 @@ def check_qat(task):
 
 def qat_learning_rate(config):
     """--qat_learning_rate, or QAT_LR_FRACTION of the float run's peak rate."""
-    from keras_skipblock.training import schedules
+    from keras_skipblock.training.driver import peak_learning_rate
 
     if config.qat_learning_rate is not None:
         return config.qat_learning_rate
-    peak = config.learning_rate
-    if peak is None:  # build_schedule's defaults
-        peak = schedules.scaled_learning_rate(config.batch_size) if config.lr_schedule == "paper" else 0.1
-    return QAT_LR_FRACTION * peak
+    return QAT_LR_FRACTION * peak_learning_rate(config)
 
 
 def quantization_aware_training(task, model, data, model_dir, chief, repeat, steps_per_epoch, jit_compile=False):
