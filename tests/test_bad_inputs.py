@@ -7,7 +7,6 @@ write something, that nothing was left behind. Each API case asserts a ValueErro
 the documented TensorFlow error) with a one-line message. No case trains a model.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -22,6 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "recipes"))  # the recipes `import common`
 
 from test_data import write_fake_fashion  # noqa: E402
+from test_recipes import run_script  # noqa: E402
 
 
 def _tiny_classifier(shape, classes):
@@ -138,34 +138,8 @@ def files(tmp_path_factory):
 
 def _run(script, args):
     """(exit status, stdout, stderr) of `script` run in this process with `args`."""
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-
-    from absl import flags
-
-    from keras_skipblock import validation
-
-    before = set(flags.FLAGS)
-    path = os.path.join(REPO, script)
-    spec = importlib.util.spec_from_file_location(f"bad_input_{os.path.basename(script)[:-3]}", path)
-    module = importlib.util.module_from_spec(spec)
-    out, err = io.StringIO(), io.StringIO()
-    argv = [path, *args]
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            spec.loader.exec_module(module)
-            try:
-                if hasattr(module, "DEFAULTS") and script.startswith("recipes/") and script != "recipes/voc.py":
-                    module.main(argv)  # a recipe: common.define_flags + common.run
-                else:
-                    validation.run_cli(module.main, argv)
-                code = 0
-            except SystemExit as exit_:
-                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    finally:
-        for name in set(flags.FLAGS) - before:
-            delattr(flags.FLAGS, name)
-    return code, out.getvalue(), err.getvalue()
+    run = run_script(script, args)
+    return run.returncode, run.stdout, run.stderr
 
 
 FM = ["--data_dir={fm}"]

@@ -13,6 +13,7 @@ from PIL import Image
 
 import keras_skipblock as ks
 from keras_skipblock.evaluation import evaluate_top_k, imagenet_eval_dataset, preprocess_authors_eval
+from test_recipes import run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,9 +90,7 @@ def test_command_evaluates_keras_and_tflite_alike(tmp_path):
         f.write(convert(keras.saving.load_model(path), "none", input_shape=(224, 224, 3)))
     outputs = []
     for extra in ([f"--model={path}"], [f"--model={tflite}", "--input_range=0,255"]):
-        run = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "evaluate_imagenet.py"),
-                              f"--data_dir={tmp_path / 'val'}", "--batch_size=3", *extra],
-                             capture_output=True, text=True, timeout=300)
+        run = run_script("recipes/evaluate_imagenet.py", [f"--data_dir={tmp_path / 'val'}", "--batch_size=3", *extra])
         assert run.returncode == 0, run.stderr[-2000:]
         outputs.append([line for line in run.stdout.splitlines() if line.startswith("SUMMARY")][0])
     for line in outputs:
@@ -107,7 +106,10 @@ def test_command_errors_are_one_line(tmp_path):
         ([f"--model={tmp_path / 'missing.pth'}", f"--data_dir={tmp_path / 'val'}"], "not found"),
         ([f"--model={model}", "--input_range=0,255", f"--data_dir={tmp_path / 'nowhere'}"], "does not exist"),
     ]:
-        run = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "evaluate_imagenet.py"), *args],
-                             capture_output=True, text=True, timeout=120)
+        if message == "not found":  # once as a command: what a shell sees
+            run = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "evaluate_imagenet.py"), *args],
+                                 capture_output=True, text=True, timeout=120)
+        else:
+            run = run_script("recipes/evaluate_imagenet.py", args)
         assert run.returncode == 2, run.stderr[-2000:]
         assert message in run.stderr and "Traceback" not in run.stderr

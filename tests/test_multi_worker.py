@@ -1,7 +1,9 @@
 """`--strategy=multi_worker` for real: two worker processes on 127.0.0.1
-(TF_CONFIG, free ports) train SkipblockNet-XS with BiasLoss("global") on
+(TF_CONFIG, free ports) train a SkipblockNet with BiasLoss("global") on
 scikit-learn's digits through the recipes' driver, under
-MultiWorkerMirroredStrategy (CPU collectives over gRPC).
+MultiWorkerMirroredStrategy (CPU collectives over gRPC). The network is
+SkipblockNet's blocks in a design of one stage (63 variables, not XS's 302:
+tests/scripts/multi_worker_train.py says why).
 
 Run A: worker 1 stops after step 2 (its backups of steps 1 and 2 written)
 and is SIGKILLed; the chief, stuck in the next step's all-reduce, is
@@ -39,7 +41,7 @@ RUN_LIMIT_S = 300  # per run of the two workers; about 40 s each on 2 idle cores
 # (measured), and well inside the package's HEARTBEAT_TIMEOUT_S (60 s).
 STALL_S = 12
 CONFIG = dict(
-    dataset="digits", model="skipblocknet_xs", width=0.25, image_size=32, augment=False,
+    dataset="digits", model="skipblocknet_xs", image_size=32, augment=False,  # the small design
     batch_size=16, epochs=1, steps_per_epoch=STEPS, eval_steps=1, backup_steps=1,
     strategy="multi_worker", loss="bias", normalization="global", alpha=0.3, beta=0.3,
     clamp=[0.5, 1.5], optimizer="sgd", lr_schedule="constant", learning_rate=0.05,

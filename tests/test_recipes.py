@@ -1,15 +1,23 @@
 """Each recipe runs end to end for a few steps on tiny data it is given.
 
-Recipes run in subprocesses (they parse absl flags). ImageNet, CIFAR-100 and
-Food-101 read TFDS data sets that need a network or the user's files; here
-they run on `--dataset=folder` with JPEGs the test writes, which exercises
-the same recipe, driver and preprocessing code.
+Recipes run in this process through their own entry point (`run_script`: absl
+flags removed again after each run), which skips a TensorFlow start-up per
+run; `run_recipe(..., in_process=False)` runs one as a command in a fresh
+process, as every recipe is somewhere in the suite (imagenet.py here,
+fashion_mnist.py in test_resume.py, cifar100.py in
+test_distributed_training.py, food101.py in test_authors_weights.py).
+ImageNet, CIFAR-100 and Food-101 read TFDS data sets that need a network or
+the user's files; here they run on `--dataset=folder` with JPEGs the test
+writes, which exercises the same recipe, driver and preprocessing code.
 """
 
+import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 
 
 from test_data import write_fake_fashion, write_image_folder
@@ -19,12 +27,47 @@ TINY = ["--model=mobilenet_v3_small", "--width=0.35", "--image_size=32", "--batc
         "--run_eagerly"]
 
 
-def run_recipe(recipe, *args, check=True, timeout=600):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "recipes", recipe), *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
-    )
+def run_script(script, args):
+    """`script` (a path under the repository, e.g. "recipes/imagenet.py") run in this
+    process with `args` through its own entry point, as a CompletedProcess: exit status,
+    stdout and stderr. absl flags the script defines are removed again afterwards."""
+    from absl import flags
+
+    from keras_skipblock import validation
+
+    before = set(flags.FLAGS)
+    path = os.path.join(REPO, script)
+    spec = importlib.util.spec_from_file_location(f"script_{os.path.basename(script)[:-3]}", path)
+    module = importlib.util.module_from_spec(spec)
+    out, err = io.StringIO(), io.StringIO()
+    argv = [path, *args]
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            spec.loader.exec_module(module)
+            try:
+                if hasattr(module, "DEFAULTS") and script.startswith("recipes/") and script != "recipes/voc.py":
+                    module.main(argv)  # a recipe: common.define_flags + common.run
+                else:
+                    validation.run_cli(module.main, argv)
+                code = 0
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        for name in set(flags.FLAGS) - before:
+            delattr(flags.FLAGS, name)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def run_recipe(recipe, *args, check=True, timeout=600, in_process=False):
+    """recipes/<recipe> with `args`, in a fresh process (or with `in_process`, `run_script`)."""
+    if in_process:
+        result = run_script(os.path.join("recipes", recipe), args)
+    else:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+        result = subprocess.run(
+            [sys.executable, os.path.join(REPO, "recipes", recipe), *args],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+        )
     if check and result.returncode != 0:
         raise AssertionError(f"{recipe} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
                              f"{result.stderr[-5000:]}")
@@ -52,7 +95,7 @@ def assert_run_outputs(model_dir, epochs):
 def test_imagenet_recipe_then_food101_fine_tune(tmp_path):
     images = write_image_folder(str(tmp_path / "imagenet_like"), per_class=6)
     out = str(tmp_path / "imagenet_run")
-    result = run_recipe("imagenet.py", "--dataset=folder", f"--data_dir={images}",
+    result = run_recipe("imagenet.py", "--dataset=folder", f"--data_dir={images}",  # as a command
                         f"--model_dir={out}", "--epochs=1", "--steps_per_epoch=2", *TINY)
     line = summary_line(result.stdout)
     assert "top-1" in line and "top-5" in line and "epochs 1" in line and "wall time" in line
@@ -65,7 +108,7 @@ def test_imagenet_recipe_then_food101_fine_tune(tmp_path):
     out2 = str(tmp_path / "food_run")
     result = run_recipe("food101.py", "--dataset=folder", f"--data_dir={food}",
                         f"--model_dir={out2}", f"--init_checkpoint={out}/best.keras",
-                        "--epochs=1", "--steps_per_epoch=2", "--loss=ce", *TINY)
+                        "--epochs=1", "--steps_per_epoch=2", "--loss=ce", *TINY, in_process=True)
     assert "layers copied" in result.stdout
     copied = int(result.stdout.split("Fine-tuning from")[1].split(":")[1].split("layers")[0])
     assert copied > 10
@@ -77,7 +120,7 @@ def test_cifar100_recipe(tmp_path):
     out = str(tmp_path / "run")
     result = run_recipe("cifar100.py", "--dataset=folder", f"--data_dir={images}",
                         f"--model_dir={out}", "--epochs=2", "--steps_per_epoch=2",
-                        "--loss=focal", *TINY)
+                        "--loss=focal", *TINY, in_process=True)
     assert "loss=focal" in summary_line(result.stdout)
     assert_run_outputs(out, epochs=2)
 
@@ -103,7 +146,7 @@ def test_fashion_mnist_recipe_runs_then_fine_tunes_quantization_aware(tmp_path):
     out = str(tmp_path / "run")
     result = run_recipe("fashion_mnist.py", f"--data_dir={data_dir}", f"--model_dir={out}",
                         "--epochs=1", "--steps_per_epoch=3", "--loss=bias", "--qat_epochs=1",
-                        "--qat_learning_rate=1e-3", *TINY)
+                        "--qat_learning_rate=1e-3", *TINY, in_process=True)
     assert "loss=bias" in summary_line(result.stdout)
     summary = assert_run_outputs(out, epochs=1)
     qat_lines = [line for line in result.stdout.splitlines() if line.startswith("SUMMARY_QAT ")]

@@ -60,7 +60,7 @@ def test_killed_run_resumes_where_it_was(tmp_path):
     assert epoch >= 1 and iterations == epoch * steps
     assert np.isfinite(variance_min)
 
-    result = run_recipe("fashion_mnist.py", f"--epochs={epoch + 1}", *args)
+    result = run_recipe("fashion_mnist.py", f"--epochs={epoch + 1}", *args, in_process=True)
     # Only the one missing epoch ran, from the restored state.
     assert f"Epoch {epoch + 1}/{epoch + 1}" in result.stdout
     assert "Epoch 1/" not in result.stdout

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from keras_skipblock import litert
+from test_recipes import run_script
 from tolerances import DEEP_NETWORK_RTOL, ELEMENTWISE_RTOL, SMALL_NETWORK_RTOL, assert_close, perturb_weights, perturbed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -253,13 +254,14 @@ def _convert_cli(*args):
 
 
 def test_convert_script_rejects_missing_checkpoint(tmp_path):
+    # as a command: what a shell sees (the other case runs the same entry point in this process)
     run = _convert_cli(f"--checkpoint={tmp_path / 'missing.keras'}", f"--output={tmp_path / 'm.tflite'}")
     assert run.returncode == 2
     assert "not found" in run.stderr and "missing.keras" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_convert_script_rejects_unknown_model(tmp_path):
-    run = _convert_cli("--model=resnet9000", f"--output={tmp_path / 'm.tflite'}")
+    run = run_script("tflite/convert.py", ["--model=resnet9000", f"--output={tmp_path / 'm.tflite'}"])
     assert run.returncode == 2
     assert "Unknown model 'resnet9000'" in run.stderr and "skipblocknet_m" in run.stderr
     assert "Traceback" not in run.stderr
