@@ -35,7 +35,7 @@ SCRIPT = os.path.join(REPO, "tests", "scripts", "multi_worker_train.py")
 WORKERS = 2
 STEPS = 4  # steps per epoch, one epoch; global batch 16 = 8 per worker
 PAUSE_AFTER_STEP = 2
-RUN_LIMIT_S = 300  # per run of the two workers; about 40 s each on 2 idle cores
+RUN_LIMIT_S = 300  # per run of the two workers; run B took 59 s on 2 cores loaded 5 times over
 # Longer than TF's default heartbeat timeout (10 s, missed beats counted from the
 # last one, which may predate the stop): a run aborted by it with the default
 # (measured), and well inside the package's HEARTBEAT_TIMEOUT_S (60 s).
