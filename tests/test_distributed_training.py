@@ -1,7 +1,9 @@
 """`--strategy mirrored` end to end on 2 logical CPU devices.
 
 Logical devices must be configured before TensorFlow initialises its
-devices, so the recipe runs in a fresh subprocess that sets them first.
+devices, so the recipe runs in a fresh subprocess that sets them first. Its
+SkipblockNet is tests/scripts/small_skipblocknet.py's design of one stage
+(each variable is made, and the step traced, once per replica).
 """
 
 import json
@@ -17,7 +19,10 @@ import runpy, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-sys.argv = sys.argv[1:]
+sys.path.insert(0, sys.argv[1])
+import small_skipblocknet
+small_skipblocknet.install()
+sys.argv = sys.argv[2:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
@@ -31,9 +36,10 @@ def test_mirrored_on_two_logical_cpus(tmp_path):
     out = str(tmp_path / "run")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     result = subprocess.run(
-        [sys.executable, "-c", LAUNCH, os.path.join(REPO, "recipes", "cifar100.py"),
+        [sys.executable, "-c", LAUNCH, os.path.join(REPO, "tests", "scripts"),
+         os.path.join(REPO, "recipes", "cifar100.py"),
          "--strategy=mirrored", "--dataset=folder", f"--data_dir={images}", f"--model_dir={out}",
-         "--model=mobilenet_v3_small", "--width=0.35", "--image_size=32", "--batch_size=8",
+         "--model=skipblocknet_xs", "--image_size=32", "--batch_size=8",
          "--epochs=2", "--steps_per_epoch=2", "--loss=bias", "--normalization=global"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )

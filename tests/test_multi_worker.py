@@ -3,7 +3,7 @@
 scikit-learn's digits through the recipes' driver, under
 MultiWorkerMirroredStrategy (CPU collectives over gRPC). The network is
 SkipblockNet's blocks in a design of one stage (63 variables, not XS's 302:
-tests/scripts/multi_worker_train.py says why).
+tests/scripts/small_skipblocknet.py says why).
 
 Run A: worker 1 stops after step 2 (its backups of steps 1 and 2 written)
 and is SIGKILLed; the chief, stuck in the next step's all-reduce, is

@@ -15,7 +15,7 @@ Records for the test, in <record_dir>, as worker<i>_*.npz / .json:
 With PAUSE_AFTER_STEP=n it stops after step n (its backup written) and
 waits to be killed.
 The driver, strategy, callbacks and loss are the package's own; only the
-recording is added here.
+recording is added here, and the model is small_skipblocknet's.
 """
 
 import json
@@ -32,9 +32,10 @@ import tensorflow as tf  # noqa: E402
 
 from keras_skipblock.losses import BiasLoss  # noqa: E402
 from keras_skipblock.bias_loss_model import BiasLossModel  # noqa: E402
-from keras_skipblock.models import registry, skipblocknet  # noqa: E402
 from keras_skipblock.training import callbacks as callbacks_lib  # noqa: E402
 from keras_skipblock.training import driver  # noqa: E402
+
+import small_skipblocknet  # noqa: E402  (beside this script)
 
 keras.config.disable_traceback_filtering()  # whole tracebacks in the logs a failing test shows
 record_dir = sys.argv[1]
@@ -47,25 +48,7 @@ def record_path(name):
     return os.path.join(record_dir, f"worker{worker}_{name}")
 
 
-# -- the model: SkipblockNet's blocks in a design of one stage -----------------
-
-# Under MultiWorkerMirroredStrategy every variable is broadcast from the chief,
-# eagerly, one at a time, when it is made (the model's, its optimizer slots, its
-# EMA copies), and then traced, backed up, recorded and saved: with XS's 302
-# variables that took most of a run. The same blocks (stem, inverted residual
-# with squeeze-excite, skip block with adaptive pooling, head) in one stage have 63.
-SMALL = skipblocknet.Design(
-    stem=8, stages=((skipblocknet.Block(3, 2, 16, True, skipblocknet.HS, 2),),),
-    skips=(skipblocknet.Skip(1, 3, 2),), head=None, last_point=32, width=1.0)
-
-
-def get_model(name, input_shape, num_classes, **kwargs):
-    """`registry.get_model`, called by the driver's `build_classifier` (which has
-    translated the run's model flags): the small design in place of `name`'s."""
-    return skipblocknet.SkipblockNet(SMALL, input_shape, num_classes, name=f"small_{name}", **kwargs)
-
-
-registry.get_model = get_model
+small_skipblocknet.install()  # SkipblockNet's blocks in one stage: 63 variables, not XS's 302
 
 
 # -- what each training step fed BiasLoss ------------------------------------
