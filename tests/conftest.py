@@ -38,8 +38,9 @@ def digits():
 # start last and leave one worker idle at the end. CI seconds before the multi-worker test's small
 # model and the in-process recipe runs: 108 (multi_worker), 32 (mirrored on two logical CPUs),
 # 31 (fashion_mnist + QAT), 26 (a killed run resuming), 20 (imagenet -> food101), 15 (food101 from
-# the .pth). Since, the multi-worker test takes 39% of its CPU time (32 s, was 83 s), and the
-# recipe runs that now run in-process a process start-up (about 5 s of CPU) less.
+# the .pth). Since, with tests/scripts/small_skipblocknet.py, the multi-worker test takes 39% of its
+# CPU time (32 s, was 83 s) and the mirrored one 58% (21 s, was 37 s); the recipe runs that now run
+# in-process take a process start-up (about 5 s of CPU) less.
 LONGEST_FIRST = (
     "tests/test_multi_worker.py",
     "tests/test_distributed_training.py",
