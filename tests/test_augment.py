@@ -76,15 +76,36 @@ def test_flip_alone_mirrors_exactly():
 
 
 def test_no_box_lost_without_reason():
-    """A box is dropped only when its centre is outside the patch; kept boxes are clipped to it."""
-    boxes = tf.constant([[0.1, 0.1, 0.5, 0.5],     # centre (0.3, 0.3): in, clipped at the top left
+    """A box is dropped only when its centre is outside the patch; kept boxes come back unchanged."""
+    boxes = tf.constant([[0.1, 0.1, 0.5, 0.5],     # centre (0.3, 0.3): in
                          [0.0, 0.0, 0.3, 0.3],     # centre (0.15, 0.15): out
-                         [0.6, 0.6, 0.95, 0.9],    # centre (0.775, 0.75): in, clipped right/bottom
+                         [0.6, 0.6, 0.95, 0.9],    # centre (0.775, 0.75): in
                          [0.7, 0.1, 0.95, 0.3]])   # centre (0.825, 0.2): out (above)
     kept, classes = aug.boxes_in_patch(boxes, tf.constant([1, 2, 3, 4]), tf.constant([0.2, 0.25, 0.8, 0.85]))
     assert classes.numpy().tolist() == [1, 3]
-    assert_close(kept.numpy(), [[0.0, 0.0, 0.5, 0.25 / 0.6], [0.4 / 0.6, 0.35 / 0.6, 1.0, 1.0]],
-                 ELEMENTWISE_RTOL, what="boxes clipped to the patch")  # a subtraction and a division
+    np.testing.assert_array_equal(kept.numpy(), boxes.numpy()[[0, 2]])
+
+
+def test_axis_plan_and_box_mapping_by_hand():
+    """The window snapped to whole source pixels, the output span it is resized onto,
+    and boxes mapped through that snapped mapping (clipped to the output)."""
+    def plan(start, stop, pixels, samples):
+        return aug._axis_plan(tf.constant(start), tf.constant(stop), tf.constant(pixels), samples).numpy().tolist()
+
+    # a crop inside the source: slice [10, 111) fills the whole output
+    assert plan(10.3, 110.7, 200.0, 40) == [10, 111, 0, 40]
+    # a zoom-out (the canvas spans [-100, 300)): all 200 source pixels land on output [10, 30)
+    assert plan(-100.0, 300.0, 200.0, 40) == [0, 200, 10, 30]
+    # a window that misses the source: an empty span, all canvas
+    assert plan(-300.0, -100.0, 200.0, 40)[2:] == [40, 40]
+    # boxes on a 200 x 200 source: x through the zoom-out plan, y through the crop plan
+    boxes = tf.constant([[0.25, 0.1, 0.75, 0.3], [0.0, 0.0, 1.0, 1.0]])
+    out = aug._map_boxes(boxes, tf.constant([0, 200, 10, 30]), tf.constant([10, 111, 0, 40]),
+                         tf.constant(200.0), tf.constant(200.0), 40).numpy()
+    # x: 10 + 50 * 20 / 200 = 15 and 10 + 150 * 20 / 200 = 25 of 40; y: (20 - 10) * 40 / 101
+    # and (60 - 10) * 40 / 101 of 40; the whole image's y (-10 and 190) * 40 / 101 clip to [0, 1]
+    expected = [[15 / 40, 10 / 101, 25 / 40, 50 / 101], [10 / 40, 0.0, 30 / 40, 1.0]]
+    assert_close(out, expected, ELEMENTWISE_RTOL, what="mapped boxes")  # a few elementwise ops
 
 
 def test_flip_and_none_keep_every_box():
