@@ -18,10 +18,10 @@ then each anchor takes its image's best box, positive at IoU >= 0.5, else
 background (`BoxMatcher([0.5], [-1, 1])`'s rule, written as segment max/min
 over the batch's boxes: the layer needs a padded (batch, anchors, boxes)
 table, mostly padding), and each ground-truth box's best anchor is forced
-positive. The forcing is not
-`BoxMatcher(force_match_for_each_col=True)`: in keras-cv 0.9 that option also
-force-matches anchor 0 to the matcher's padding column (an index one past the
-last box) whenever no real box picked anchor 0.
+positive. The forcing is not `BoxMatcher(force_match_for_each_col=True)`:
+in keras-cv 0.9 that option also force-matches anchor 0 to the matcher's
+padding column (an index one past the last box) whenever no real box picked
+anchor 0.
 
 Encoding: SSD's centre/size deltas with variances (0.1, 0.1, 0.2, 0.2), by
 Keras core's `keras.utils.bounding_boxes.encode_box_to_deltas` /

@@ -88,9 +88,9 @@ def check_augment(augment):
 
 
 def _photometric_layers():
-    """keras-cv's photometric layer (brightness), used only for their pixel work. Built at
-    import: they create random-generator variables, which a traced function
-    (tf.data's map, a test's tf.function) must not create on a later trace."""
+    """keras-cv's brightness layer, used only for its pixel work. Built at import:
+    it creates random-generator variables, which a traced function (tf.data's
+    map, a test's tf.function) must not create on a later trace."""
     import keras_cv
 
     return dict(brightness=keras_cv.layers.RandomBrightness(0.1, value_range=(0, 255)))
@@ -242,8 +242,8 @@ def augment_example(image, boxes, classes, seed, image_size, mode="ssd"):
                           tf.maximum(span, 1))[:span[0], :span[1]]
     if mode == "ssd":
         # only a zoom-out leaves canvas around the source: the image's mean colour (of every
-        # 16th row and column: a fill colour, not a statistic; the full mean costs as much as
-        # the resize), computed only then
+        # 16th row and column: a fill colour, not a statistic, at a fraction of the full
+        # mean's cost), computed only then
         def fill():
             mean = tf.reduce_mean(tf.cast(image[::16, ::16], tf.float32), axis=(0, 1))
             pad = tf.stack([[plan_y[2], image_size - plan_y[3]], [plan_x[2], image_size - plan_x[3]], [0, 0]])
