@@ -277,7 +277,8 @@ def test_detection_config_validates_augment():
 
 def test_batched_matching_ignores_the_padding():
     """training_dataset matches a padded batch at once; every image's targets equal
-    its targets matched alone, unpadded (images with 0 to 7 boxes, padding class -1)."""
+    its targets matched alone, unpadded (images with 0 to 7 boxes, padding class -1),
+    and its labels those of the rule written in numpy."""
     from keras_skipblock.detection.anchors import encode_targets, encode_targets_batch, generate_anchors
 
     anchors = generate_anchors((300, 300), [(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)])
@@ -295,3 +296,24 @@ def test_batched_matching_ignores_the_padding():
         np.testing.assert_array_equal(labels[b].numpy(), one_labels.numpy())
         assert_close(deltas[b].numpy(), one_deltas.numpy(), ELEMENTWISE_RTOL, what="deltas")  # same elementwise ops
         assert (labels[b].numpy() > 0).sum() >= k  # every box has at least its best anchor
+        np.testing.assert_array_equal(labels[b].numpy(), _labels_by_numpy(boxes[b, :k], classes[b, :k], anchors))
+
+
+def _labels_by_numpy(boxes, classes, anchors, threshold=0.5):
+    """SSD's matching rule written plainly: each anchor's best box (IoU >= threshold ->
+    class + 1), then each box's best anchor forced to it."""
+    x0 = np.maximum(anchors[:, None, 0], boxes[None, :, 0])
+    y0 = np.maximum(anchors[:, None, 1], boxes[None, :, 1])
+    x1 = np.minimum(anchors[:, None, 2], boxes[None, :, 2])
+    y1 = np.minimum(anchors[:, None, 3], boxes[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
+    iou = inter / (area(anchors)[:, None] + area(boxes)[None, :] - inter)  # (N, k)
+    labels = np.zeros(len(anchors), "int32")
+    if len(boxes):
+        best = iou.argmax(axis=1)
+        positive = iou.max(axis=1) >= threshold
+        labels[positive] = classes[best[positive]] + 1
+        for box, anchor in enumerate(iou.argmax(axis=0)):
+            labels[anchor] = classes[box] + 1
+    return labels
