@@ -1,6 +1,6 @@
 """VOC-scale detection input pipeline: images per second per CPU core.
 
-    python benchmarks/voc_pipeline.py [--num_images=256 --seconds=20 --augment=ssd]
+    python benchmarks/voc_pipeline.py [--num_images=256 --seconds=20 --rounds=2 --augments=ssd,flip,none]
 
 1. Writes a VOCdevkit (VOC2007 trainval) of real-sized JPEGs: 500x375 or
    375x500 (VOC's typical sizes), smooth content plus noise at quality 90
@@ -8,11 +8,16 @@
 2. Runs the full training pipeline of recipes/voc.py on it
    (`load_detection_data("voc_folder")` + `training_dataset`: read, JPEG
    decode, SSD augmentation, resize to 300, anchor matching on the 1,917
-   anchors of SkipblockNet-S + SSD, batch 42) for --seconds, after warm-up.
-3. Prints images/s (wall), CPU-seconds per image (process time of all
-   threads) and images per CPU-second = images/s one core delivers, and
-   whether 8 cores keep up with --demand images/s (an accelerator training
-   S + SSD at batch 42; see --demand).
+   anchors of SkipblockNet-S + SSD, batch 42) for --seconds, after warm-up,
+   each augmentation in turn, --rounds times (interleaved, so that a change of
+   load on a shared machine hits all of them); `--cache` adds runs with the
+   decoded images cached in memory (`training_dataset(cache=True)`).
+3. Prints per run images/s (wall), CPU-seconds per image (process time of all
+   threads) and images per CPU-second = images/s one core delivers; then the
+   median per augmentation, its ratio to `none` in the same rounds (the
+   steadier figure on a shared machine), and whether 8 cores keep up with
+   --demand images/s (an accelerator training S + SSD at batch 42; see
+   --demand).
 """
 
 import argparse
@@ -69,9 +74,9 @@ def write_vocdevkit(root, count, seed=0):
     return year
 
 
-def measure(dataset, seconds, batch_size):
+def measure(dataset, seconds, batch_size, warmup=3):
     iterator = iter(dataset)
-    for _ in range(3):  # warm up: thread pools, autotuning, the shuffle buffer
+    for _ in range(warmup):  # thread pools, autotuning, the shuffle buffer (and a cache's first epoch)
         next(iterator)
     count, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - wall0 < seconds:
@@ -87,6 +92,9 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=42)
     parser.add_argument("--image_size", type=int, default=300)
     parser.add_argument("--augments", default="ssd,flip,none")
+    parser.add_argument("--rounds", type=int, default=2, help="each augmentation this many times, interleaved")
+    parser.add_argument("--cache", action="store_true",
+                        help="also run each augmentation with the decoded images cached in memory")
     parser.add_argument("--demand", type=float, default=1500.0,
                         help="images/s one accelerator trains SkipblockNet-S + SSD at (assumption, see docs)")
     parser.add_argument("--cores_per_accelerator", type=int, default=8)
@@ -107,19 +115,29 @@ def main(argv=None):
         print(f"{data.train_size} JPEGs (500x375 / 375x500, mean {np.mean(sizes_kb):.0f} KB), "
               f"{args.image_size}x{args.image_size}, {len(anchors)} anchors, batch {args.batch_size}, "
               f"{cores} cores (shared: CPU time is the figure, wall only indicative)", flush=True)
+        runs = [(a, False) for a in args.augments.split(",") if a]
+        runs += [(a, True) for a, _ in runs] if args.cache else []
         per_core = {}
-        for augment in [a for a in args.augments.split(",") if a]:
-            dataset = data_lib.training_dataset(data.train, anchors, args.image_size, args.batch_size,
-                                                augment=augment, repeat=True)
-            count, wall, cpu = measure(dataset, args.seconds, args.batch_size)
-            per_core[augment] = count / cpu
-            print(f"augment={augment:5s}: {count / wall:7.1f} images/s wall, {1000 * cpu / count:6.2f} ms CPU per "
-                  f"image = {count / cpu:6.1f} images/s per core", flush=True)
+        for round_ in range(args.rounds):
+            for augment, cache in runs:
+                name = augment + (" cached" if cache else "")
+                dataset = data_lib.training_dataset(data.train, anchors, args.image_size, args.batch_size,
+                                                    augment=augment, repeat=True, cache=cache)
+                warmup = max(3, data.train_size // args.batch_size + 2) if cache else 3
+                count, wall, cpu = measure(dataset, args.seconds, args.batch_size, warmup)
+                del dataset
+                per_core.setdefault(name, []).append(count / cpu)
+                print(f"round {round_} {name:12s}: {count / wall:7.1f} images/s wall, {1000 * cpu / count:6.2f} ms "
+                      f"CPU per image = {count / cpu:6.1f} images/s per core (load {os.getloadavg()[0]:.1f})",
+                      flush=True)
     need = args.demand / args.cores_per_accelerator
-    for augment, rate in per_core.items():
+    none = per_core.get("none")
+    for name, rates in per_core.items():
+        rate = float(np.median(rates))
+        ratio = (f", {float(np.median([r / n for r, n in zip(rates, none)])):.2f}x none" if none else "")
         verdict = "keeps up" if rate >= need else "CANNOT keep up"
-        print(f"augment={augment}: {args.cores_per_accelerator} cores deliver "
-              f"{rate * args.cores_per_accelerator:.0f} images/s against the accelerator's assumed "
+        print(f"augment={name}: median {rate:.0f} images/s per core{ratio}; {args.cores_per_accelerator} cores "
+              f"deliver {rate * args.cores_per_accelerator:.0f} images/s against the accelerator's assumed "
               f"{args.demand:.0f} ({need:.0f} per core needed): {verdict}", flush=True)
     return 0
 

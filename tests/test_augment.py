@@ -76,15 +76,36 @@ def test_flip_alone_mirrors_exactly():
 
 
 def test_no_box_lost_without_reason():
-    """A box is dropped only when its centre is outside the patch; kept boxes are clipped to it."""
-    boxes = tf.constant([[0.1, 0.1, 0.5, 0.5],     # centre (0.3, 0.3): in, clipped at the top left
+    """A box is dropped only when its centre is outside the patch; kept boxes come back unchanged."""
+    boxes = tf.constant([[0.1, 0.1, 0.5, 0.5],     # centre (0.3, 0.3): in
                          [0.0, 0.0, 0.3, 0.3],     # centre (0.15, 0.15): out
-                         [0.6, 0.6, 0.95, 0.9],    # centre (0.775, 0.75): in, clipped right/bottom
+                         [0.6, 0.6, 0.95, 0.9],    # centre (0.775, 0.75): in
                          [0.7, 0.1, 0.95, 0.3]])   # centre (0.825, 0.2): out (above)
     kept, classes = aug.boxes_in_patch(boxes, tf.constant([1, 2, 3, 4]), tf.constant([0.2, 0.25, 0.8, 0.85]))
     assert classes.numpy().tolist() == [1, 3]
-    assert_close(kept.numpy(), [[0.0, 0.0, 0.5, 0.25 / 0.6], [0.4 / 0.6, 0.35 / 0.6, 1.0, 1.0]],
-                 ELEMENTWISE_RTOL, what="boxes clipped to the patch")  # a subtraction and a division
+    np.testing.assert_array_equal(kept.numpy(), boxes.numpy()[[0, 2]])
+
+
+def test_axis_plan_and_box_mapping_by_hand():
+    """The window snapped to whole source pixels, the output span it is resized onto,
+    and boxes mapped through that snapped mapping (clipped to the output)."""
+    def plan(start, stop, pixels, samples):
+        return aug._axis_plan(tf.constant(start), tf.constant(stop), tf.constant(pixels), samples).numpy().tolist()
+
+    # a crop inside the source: slice [10, 111) fills the whole output
+    assert plan(10.3, 110.7, 200.0, 40) == [10, 111, 0, 40]
+    # a zoom-out (the canvas spans [-100, 300)): all 200 source pixels land on output [10, 30)
+    assert plan(-100.0, 300.0, 200.0, 40) == [0, 200, 10, 30]
+    # a window that misses the source: an empty span, all canvas
+    assert plan(-300.0, -100.0, 200.0, 40)[2:] == [40, 40]
+    # boxes on a 200 x 200 source: x through the zoom-out plan, y through the crop plan
+    boxes = tf.constant([[0.25, 0.1, 0.75, 0.3], [0.0, 0.0, 1.0, 1.0]])
+    out = aug._map_boxes(boxes, tf.constant([0, 200, 10, 30]), tf.constant([10, 111, 0, 40]),
+                         tf.constant(200.0), tf.constant(200.0), 40).numpy()
+    # x: 10 + 50 * 20 / 200 = 15 and 10 + 150 * 20 / 200 = 25 of 40; y: (20 - 10) * 40 / 101
+    # and (60 - 10) * 40 / 101 of 40; the whole image's y (-10 and 190) * 40 / 101 clip to [0, 1]
+    expected = [[15 / 40, 10 / 101, 25 / 40, 50 / 101], [10 / 40, 0.0, 30 / 40, 1.0]]
+    assert_close(out, expected, ELEMENTWISE_RTOL, what="mapped boxes")  # a few elementwise ops
 
 
 def test_flip_and_none_keep_every_box():
@@ -203,15 +224,17 @@ def _anchors():
 
 def test_training_dataset_same_seed_same_batches():
     """Stateless draws per example: two pipelines with one seed give identical batches
-    (with tf.data's parallel map), another seed other batches, a second epoch new ones."""
+    (with tf.data's parallel map), another seed other batches, a second epoch new ones.
+    The second pipeline caches the decoded images (cache=True): its second epoch, read
+    from the cache, equals the uncached pipeline's."""
     elements, anchors = _scenes_elements(), _anchors()
 
-    def batches(seed):
-        ds = data_lib.training_dataset(elements, anchors, 64, 8, seed=seed, augment="ssd")
+    def batches(seed, cache=False):
+        ds = data_lib.training_dataset(elements, anchors, 64, 8, seed=seed, augment="ssd", cache=cache)
         return [(x.numpy(), y["labels"].numpy(), y["boxes"].numpy()) for x, y in ds], ds
 
     first, ds = batches(3)
-    again, _ = batches(3)
+    again, cached = batches(3, cache=True)
     other, _ = batches(4)
     for (x, l, b), (x2, l2, b2) in zip(first, again):
         np.testing.assert_array_equal(x, x2)
@@ -220,6 +243,7 @@ def test_training_dataset_same_seed_same_batches():
     assert not np.array_equal(first[0][0], other[0][0])
     second_epoch = next(iter(ds))[0].numpy()
     assert not np.array_equal(first[0][0], second_epoch)
+    np.testing.assert_array_equal(next(iter(cached))[0].numpy(), second_epoch)
 
 
 @pytest.mark.parametrize("augment", ["none", "flip", "ssd"])
@@ -253,7 +277,8 @@ def test_detection_config_validates_augment():
 
 def test_batched_matching_ignores_the_padding():
     """training_dataset matches a padded batch at once; every image's targets equal
-    its targets matched alone, unpadded (images with 0 to 7 boxes, padding class -1)."""
+    its targets matched alone, unpadded (images with 0 to 7 boxes, padding class -1),
+    and its labels those of the rule written in numpy."""
     from keras_skipblock.detection.anchors import encode_targets, encode_targets_batch, generate_anchors
 
     anchors = generate_anchors((300, 300), [(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)])
@@ -271,3 +296,24 @@ def test_batched_matching_ignores_the_padding():
         np.testing.assert_array_equal(labels[b].numpy(), one_labels.numpy())
         assert_close(deltas[b].numpy(), one_deltas.numpy(), ELEMENTWISE_RTOL, what="deltas")  # same elementwise ops
         assert (labels[b].numpy() > 0).sum() >= k  # every box has at least its best anchor
+        np.testing.assert_array_equal(labels[b].numpy(), _labels_by_numpy(boxes[b, :k], classes[b, :k], anchors))
+
+
+def _labels_by_numpy(boxes, classes, anchors, threshold=0.5):
+    """SSD's matching rule written plainly: each anchor's best box (IoU >= threshold ->
+    class + 1), then each box's best anchor forced to it."""
+    x0 = np.maximum(anchors[:, None, 0], boxes[None, :, 0])
+    y0 = np.maximum(anchors[:, None, 1], boxes[None, :, 1])
+    x1 = np.minimum(anchors[:, None, 2], boxes[None, :, 2])
+    y1 = np.minimum(anchors[:, None, 3], boxes[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
+    iou = inter / (area(anchors)[:, None] + area(boxes)[None, :] - inter)  # (N, k)
+    labels = np.zeros(len(anchors), "int32")
+    if len(boxes):
+        best = iou.argmax(axis=1)
+        positive = iou.max(axis=1) >= threshold
+        labels[positive] = classes[best[positive]] + 1
+        for box, anchor in enumerate(iou.argmax(axis=0)):
+            labels[anchor] = classes[box] + 1
+    return labels

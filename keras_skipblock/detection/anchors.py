@@ -13,11 +13,15 @@ on 19x19, 10x10, 5x5, 3x3, 2x2 and 1x1 maps. Each (scale, ratio) pair is
 laid out by keras-cv's `AnchorGenerator` with stride image_size / map_size,
 so the cell centres sit at (i + 0.5) / map_size as in SSD.
 
-Matching: keras-cv's `BoxMatcher` (IoU >= 0.5 positive, else background),
-and each ground-truth box's best anchor forced positive. The forcing is done
-here, not with `BoxMatcher(force_match_for_each_col=True)`: in keras-cv 0.9
-that option also force-matches anchor 0 to the matcher's padding column (an
-index one past the last box) whenever no real box picked anchor 0.
+Matching: keras-cv's `compute_iou` of the anchors and a batch's real boxes,
+then each anchor takes its image's best box, positive at IoU >= 0.5, else
+background (`BoxMatcher([0.5], [-1, 1])`'s rule, written as segment max/min
+over the batch's boxes: the layer needs a padded (batch, anchors, boxes)
+table, mostly padding), and each ground-truth box's best anchor is forced
+positive. The forcing is not `BoxMatcher(force_match_for_each_col=True)`:
+in keras-cv 0.9 that option also force-matches anchor 0 to the matcher's
+padding column (an index one past the last box) whenever no real box picked
+anchor 0.
 
 Encoding: SSD's centre/size deltas with variances (0.1, 0.1, 0.2, 0.2), by
 Keras core's `keras.utils.bounding_boxes.encode_box_to_deltas` /
@@ -130,33 +134,38 @@ def encode_targets_batch(boxes, classes, anchors, iou_threshold=IOU_THRESHOLD):
     classes (B, M), padded with class -1 (the padding's boxes are ignored).
     Returns (deltas (B, N, 4), labels (B, N)): labels are class + 1 on positive
     anchors (IoU >= iou_threshold, and each box's best anchor), 0 elsewhere.
-    One set of ops per batch: tf.data matches a whole training batch at once."""
+
+    One set of ops per batch: tf.data matches a whole training batch at once.
+    The IoU is computed for the batch's real boxes only, (real boxes, N), not for
+    the padded (B, N, M): a batch is padded to its most crowded image (VOC has
+    images with 40 objects, most have 1-3), so the padded table is mostly padding.
+    Each anchor's best box within its own image is a segment max over the boxes."""
     import keras_cv
 
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     classes = tf.cast(tf.convert_to_tensor(classes), tf.int32)
     anchors = tf.convert_to_tensor(anchors, tf.float32)
-    # One padding box more, so that the gather below is valid when no image has a box.
     batch = tf.shape(boxes)[0]
-    boxes = tf.concat([boxes, tf.zeros((batch, 1, 4), tf.float32)], axis=1)
-    classes = tf.concat([classes, -tf.ones((batch, 1), tf.int32)], axis=1)
-    valid = classes >= 0  # (B, M)
-    iou = keras_cv.bounding_box.compute_iou(anchors, boxes, bounding_box_format="xyxy")  # (B, N, M)
-    iou = tf.where(valid[:, None, :], iou, -1.0)  # padding: never matched, never anyone's best
-    matcher = keras_cv.layers.BoxMatcher([iou_threshold], [-1, 1], force_match_for_each_col=False)
-    matched, values = matcher(iou)  # (B, N)
-    positive = tf.equal(values, 1)
+    where = tf.where(classes >= 0)  # (K, 2): image, slot of each real box, image by image
+    image = tf.cast(where[:, 0], tf.int32)
+    count = tf.shape(where)[0]
+    # One dummy box more, so that the gathers below are valid when no image has a box.
+    real = tf.concat([tf.gather_nd(boxes, where), tf.zeros((1, 4))], axis=0)  # (K + 1, 4)
+    real_classes = tf.concat([tf.gather_nd(classes, where), [-1]], axis=0)
+    iou = tf.transpose(keras_cv.bounding_box.compute_iou(anchors, real[:-1], bounding_box_format="xyxy"))  # (K, N)
+    # Each anchor's best box in its image (the first one on ties, as an argmax), positive
+    # at IoU >= the threshold: BoxMatcher([iou_threshold], [-1, 1])'s rule, per image.
+    best_iou = tf.math.unsorted_segment_max(iou, image, batch)  # (B, N); an image without boxes: lowest float
+    is_best = iou >= tf.gather(best_iou, image)
+    matched = tf.math.unsorted_segment_min(tf.where(is_best, tf.range(count)[:, None], count), image, batch)
+    positive = best_iou >= iou_threshold
     # Each real box's best anchor is positive and matched to it (SSD's rule).
-    best_anchor = tf.argmax(iou, axis=1, output_type=tf.int32)  # (B, M)
-    shape = tf.shape(classes)
-    batch_index = tf.broadcast_to(tf.range(shape[0])[:, None], shape)
-    box_index = tf.broadcast_to(tf.range(shape[1])[None, :], shape)
-    where = tf.boolean_mask(tf.stack([batch_index, best_anchor], axis=-1), valid)  # (valid boxes, 2)
-    matched = tf.tensor_scatter_nd_update(matched, where, tf.boolean_mask(box_index, valid))
-    positive = tf.tensor_scatter_nd_update(positive, where, tf.ones(tf.shape(where)[:1], tf.bool))
-    matched = tf.where(positive, matched, 0)
-    matched_boxes = tf.gather(boxes, matched, batch_dims=1)  # (B, N, 4)
-    deltas = encode(matched_boxes, anchors)
-    labels = tf.where(positive, tf.gather(classes, matched, batch_dims=1) + 1, 0)
+    best_anchor = tf.argmax(iou, axis=1, output_type=tf.int32)  # (K,)
+    forced = tf.stack([image, best_anchor], axis=1)
+    matched = tf.tensor_scatter_nd_update(matched, forced, tf.range(count))
+    positive = tf.tensor_scatter_nd_update(positive, forced, tf.ones((count,), tf.bool))
+    matched = tf.where(positive, matched, count)  # background: the dummy box
+    deltas = encode(tf.gather(real, matched), anchors)  # (B, N, 4)
+    labels = tf.where(positive, tf.gather(real_classes, matched) + 1, 0)
     deltas = tf.where(positive[..., None], tf.cast(deltas, tf.float32), 0.0)
     return deltas, tf.cast(labels, tf.int32)

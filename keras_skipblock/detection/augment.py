@@ -34,22 +34,26 @@ the map function.
 
 **What comes from keras-cv, and what is ours.**
 
-- Brightness and contrast: keras-cv's `RandomBrightness` and `RandomContrast`
-  (`augment_images`, given the transformation). The random *draws* are ours:
-  keras-cv's layers draw from a stateful `tf.random.Generator`, shared by all
-  of tf.data's parallel map calls, so which image gets which draw depends on
-  thread timing and a seed cannot make the pipeline reproducible.
-- Saturation and hue: TF's fused `tf.image.adjust_saturation`/`adjust_hue`
-  kernels; keras-cv's `RandomSaturation`/`RandomHue` build each from
-  rgb_to_hsv + hsv_to_rgb and made the four steps 3x as expensive.
-- Zoom-out, crop, flip and resize: ours, fused into one
-  `tf.image.crop_and_resize` of the uint8 source image. keras-cv 0.9 has
-  no zoom-out onto a canvas for boxes and no min-IoU crop sampler (its
-  `RandomCrop`/`RandomCropAndResize` ignore objects), and one resampling of the
-  source costs a fraction of building a 4x canvas (2000x1500 pixels for a
-  500x375 VOC image), cropping it and resizing it. The flip is the same
-  resampling with the x end points swapped (keras-cv's `RandomFlip` would be a
-  second pass, and stateful as above).
+- Brightness: keras-cv's `RandomBrightness` (`augment_images`, given the
+  transformation). The random *draws* are ours: keras-cv's layers draw from a
+  stateful `tf.random.Generator`, shared by all of tf.data's parallel map
+  calls, so which image gets which draw depends on thread timing and a seed
+  cannot make the pipeline reproducible.
+- Contrast, saturation and hue: TF's fused `tf.image.adjust_contrast`/
+  `adjust_saturation`/`adjust_hue` kernels. keras-cv's `RandomContrast`
+  computes the same contrast in four separate ops (3x the time);
+  `RandomSaturation`/`RandomHue` build each from rgb_to_hsv + hsv_to_rgb and
+  made the four steps 3x as expensive.
+- Zoom-out, crop, flip and resize: ours, one `tf.image.resize` of the slice
+  of the source that the output shows, padded with the fill colour where the
+  zoom-out canvas shows, then mirrored for the flip. keras-cv 0.9 has no
+  zoom-out onto a canvas for boxes and no min-IoU crop sampler (its
+  `RandomCrop`/`RandomCropAndResize` ignore objects), and resizing only the
+  slice costs a fraction of building a 4x canvas (2000x1500 pixels for a
+  500x375 VOC image), cropping it and resizing it. The window is snapped to
+  whole source pixels (as ssd.pytorch's integer crops and canvas offsets are),
+  and the boxes are mapped through the snapped window, so they stay exact
+  (`_axis_plan`).
 - Candidate IoU: `keras_cv.bounding_box.compute_iou`.
 """
 
@@ -84,13 +88,12 @@ def check_augment(augment):
 
 
 def _photometric_layers():
-    """keras-cv's photometric layers, used only for their pixel work. Built at
-    import: they create random-generator variables, which a traced function
-    (tf.data's map, a test's tf.function) must not create on a later trace."""
+    """keras-cv's brightness layer, used only for its pixel work. Built at import:
+    it creates random-generator variables, which a traced function (tf.data's
+    map, a test's tf.function) must not create on a later trace."""
     import keras_cv
 
-    return dict(brightness=keras_cv.layers.RandomBrightness(0.1, value_range=(0, 255)),
-                contrast=keras_cv.layers.RandomContrast(value_range=(0, 255), factor=0.5))
+    return dict(brightness=keras_cv.layers.RandomBrightness(0.1, value_range=(0, 255)))
 
 
 _LAYERS = _photometric_layers()
@@ -110,11 +113,12 @@ def photometric_distort(image, seed):
     images = tf.cond(apply[0], lambda: layers["brightness"].augment_images(
         images, tf.reshape(delta, (1, 1, 1, 1))), lambda: images)
     factor = _uniform(seeds[2], *CONTRAST_RANGE)
-    images = tf.cond(apply[1], lambda: layers["contrast"].augment_images(
-        images, tf.reshape(factor, (1, 1, 1, 1))), lambda: images)
-    # saturation and hue: TF's fused AdjustSaturation / AdjustHue kernels (scale-free,
-    # so [0, 255] works); keras-cv's layers build each from rgb_to_hsv + hsv_to_rgb
-    # (all four steps: ~5.1 ms at 300x300 that way, ~1.7 ms this way; docs/detection.md)
+    # contrast, saturation and hue: TF's fused AdjustContrastv2 / AdjustSaturation /
+    # AdjustHue kernels (scale-free, so [0, 255] works). keras-cv's RandomContrast
+    # computes the same (x - channel mean) * factor + mean in 4 separate ops, 3x the
+    # time; its HSV layers build each from rgb_to_hsv + hsv_to_rgb (docs/detection.md)
+    images = tf.cond(apply[1], lambda: tf.clip_by_value(tf.image.adjust_contrast(images, factor), 0.0, 255.0),
+                     lambda: images)
     factor = _uniform(seeds[3], *SATURATION_RANGE)
     images = tf.cond(apply[2], lambda: tf.clip_by_value(tf.image.adjust_saturation(images, factor), 0.0, 255.0),
                      lambda: images)
@@ -172,25 +176,38 @@ def _centres_inside(patch, centres):
 
 
 def boxes_in_patch(boxes, classes, patch):
-    """Boxes whose centre lies in `patch` (4,), clipped to it, in its
-    coordinates; the others dropped (with their classes)."""
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2.0
-    keep = _centres_inside(patch, centres)
-    boxes, classes = tf.boolean_mask(boxes, keep), tf.boolean_mask(classes, keep)
-    origin = tf.tile(patch[:2], [2])
-    size = tf.tile(patch[2:] - patch[:2], [2])
-    return tf.clip_by_value((boxes - origin) / size, 0.0, 1.0), classes
+    """The boxes (and classes) whose centre lies in `patch` (4,), unchanged; the
+    others dropped. The resampling's box mapping (`_map_boxes`) clips the kept
+    ones to the output."""
+    keep = _centres_inside(patch, (boxes[:, :2] + boxes[:, 2:]) / 2.0)
+    return tf.boolean_mask(boxes, keep), tf.boolean_mask(classes, keep)
 
 
-def _sample_points(start, stop, pixels, samples):
-    """crop_and_resize's normalised end points for `samples` half-pixel-centred
-    outputs over the continuous source interval [start, stop] (pixel units
-    along an axis of `pixels` pixels): the sampling tf.image.resize does."""
-    step = (stop - start) / samples
-    first = start + 0.5 * step - 0.5
-    last = start + (samples - 0.5) * step - 0.5
-    scale = tf.maximum(pixels - 1.0, 1.0)
-    return first / scale, last / scale
+def _axis_plan(start, stop, pixels, samples):
+    """How one axis is resampled: the window [start, stop] (source pixels, floats;
+    it reaches outside [0, pixels] where a zoom-out canvas shows) becomes the
+    integer source slice [v0, v1) resized onto the integer output span [q0, q1)
+    of `samples` output pixels; outside that span is canvas. Snapping to whole
+    pixels (as ssd.pytorch's integer crops do) moves the window by under half a
+    source pixel and lets a plain `tf.image.resize` of a slice do the work, at
+    half `crop_and_resize`'s cost; the boxes follow the snapped mapping
+    (`_map_boxes`), so they stay exact."""
+    scale = samples / (stop - start)
+    v0 = tf.clip_by_value(tf.round(start), 0.0, pixels - 1.0)
+    v1 = tf.clip_by_value(tf.round(stop), v0 + 1.0, pixels)  # never empty: resize needs a source
+    # the span is empty (q0 == q1) when the window misses the source (a box-free zoom-out crop)
+    q0 = tf.clip_by_value(tf.round((v0 - start) * scale), 0.0, float(samples))
+    q1 = tf.clip_by_value(tf.round((v1 - start) * scale), q0, float(samples))
+    return tf.cast(tf.stack([v0, v1, q0, q1]), tf.int32)
+
+
+def _map_boxes(boxes, plan_x, plan_y, width, height, samples):
+    """rel_xyxy source boxes -> rel_xyxy output boxes through the two axis plans, clipped to [0, 1]."""
+    plans = tf.cast(tf.stack([plan_x, plan_y, plan_x, plan_y]), tf.float32)  # (4, [v0, v1, q0, q1])
+    pixels = tf.stack([width, height, width, height])
+    v0, v1, q0, q1 = tf.unstack(plans, axis=1)
+    out = q0 + (boxes * pixels - v0) * (q1 - q0) / (v1 - v0)
+    return tf.clip_by_value(out / samples, 0.0, 1.0)
 
 
 def augment_example(image, boxes, classes, seed, image_size, mode="ssd"):
@@ -213,23 +230,33 @@ def augment_example(image, boxes, classes, seed, image_size, mode="ssd"):
         offset4 = tf.tile(offset, [2])
         canvas_boxes = (boxes + offset4) / ratio
         patch = sample_crop(seeds[4], canvas_boxes, height / width)
-        boxes, classes = boxes_in_patch(canvas_boxes, classes, patch)
+        canvas_boxes, classes = boxes_in_patch(canvas_boxes, classes, patch)
+        boxes = canvas_boxes * ratio - offset4
         window = patch * ratio - offset4
+    plan_x = _axis_plan(window[0] * width, window[2] * width, width, image_size)
+    plan_y = _axis_plan(window[1] * height, window[3] * height, height, image_size)
+    boxes = _map_boxes(boxes, plan_x, plan_y, width, height, image_size)
+    # The slice of the source that the output shows, resized onto its span of the output.
+    span = tf.stack([plan_y[3] - plan_y[2], plan_x[3] - plan_x[2]])
+    out = tf.image.resize(tf.cast(image[plan_y[0]:plan_y[1], plan_x[0]:plan_x[1]], tf.float32),
+                          tf.maximum(span, 1))[:span[0], :span[1]]
+    if mode == "ssd":
+        # only a zoom-out leaves canvas around the source: the image's mean colour (of every
+        # 16th row and column: a fill colour, not a statistic, at a fraction of the full
+        # mean's cost), computed only then
+        def fill():
+            mean = tf.reduce_mean(tf.cast(image[::16, ::16], tf.float32), axis=(0, 1))
+            pad = tf.stack([[plan_y[2], image_size - plan_y[3]], [plan_x[2], image_size - plan_x[3]], [0, 0]])
+            return tf.pad(out - mean, pad) + mean
+
+        canvas = tf.reduce_any(tf.not_equal(tf.stack([plan_x[2:], plan_y[2:]]), [0, image_size]))
+        out = tf.cond(canvas, fill, lambda: out)
     flip = _uniform(seeds[5], 0.0, 1.0) < 0.5
+    out = tf.cond(flip, lambda: tf.reverse(out, axis=[1]), lambda: out)
     boxes = tf.where(flip, tf.stack([1.0 - boxes[:, 2], boxes[:, 1], 1.0 - boxes[:, 0], boxes[:, 3]], axis=1),
                      boxes)
-    x_first, x_last = _sample_points(window[0] * width, window[2] * width, width, image_size)
-    y_first, y_last = _sample_points(window[1] * height, window[3] * height, height, image_size)
-    x_first, x_last = tf.where(flip, x_last, x_first), tf.where(flip, x_first, x_last)
-    # The source is read in its own dtype (uint8: no full-size float copy). Samples
-    # outside it, the zoom-out canvas, come back as -1 and take the mean colour
-    # (of every 16th row and column: a fill colour, not a statistic; the full mean
-    # costs as much as the resampling).
-    out = tf.image.crop_and_resize(image[None], tf.stack([[y_first, x_first, y_last, x_last]]), [0],
-                                   (image_size, image_size), extrapolation_value=-1.0)[0]
-    if mode == "ssd":  # only a zoom-out samples outside the source
-        mean = tf.reduce_mean(tf.cast(image[::16, ::16], tf.float32), axis=(0, 1))
-        out = tf.where(out < 0.0, mean, out)
+    out = tf.ensure_shape(out, (image_size, image_size, 3))
+    if mode == "ssd":
         # SSD's first step, done here on the output pixels: brightness, saturation and
         # hue act pixel by pixel, so before or after resampling gives the same image up
         # to interpolation; at 300x300 it costs half what it costs on a 500x375 source.
