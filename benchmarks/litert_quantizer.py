@@ -54,6 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--a16_regex", default=None,
                         help="also a 'mixed' recipe: w8a8 with int16 activations where the op's output "
                              "tensor name matches this regex")
+    parser.add_argument("--seed", type=int, default=0, help="which calibration images and test scenes")
     parser.add_argument("--rounds", type=int, default=3, help="litert-benchmark rounds (0: no latency)")
     parser.add_argument("--num_runs", type=int, default=50)
     return parser.parse_args(argv)
@@ -134,8 +135,8 @@ def main(argv=None):
     h, w, c = litert.input_shape_of(model)
     start = time.time()
     if detector:
-        calibration = litert.scene_images(args.num_calibration, h, "train")
-        x_test, truth = litert.scenes(args.num_test or 300, h, "test")
+        calibration = litert.scene_images(args.num_calibration, h, "train", seed=args.seed)
+        x_test, truth = litert.scenes(args.num_test or 300, h, "test", seed=args.seed)
         # The converter's int8 detector and the float file it traced in int8-friendly ops.
         t = time.time()
         converter_int8, fp32 = litert.convert_with_reference(model, "int8", calibration)
@@ -143,7 +144,7 @@ def main(argv=None):
     else:
         x_train, _ = litert.load_images("fashion_mnist", "train", h, channels=c)
         x_test, y_test = litert.load_images("fashion_mnist", "test", h, channels=c, limit=args.num_test)
-        rng = np.random.default_rng(0)  # as benchmarks/qat_fashion_mnist.py
+        rng = np.random.default_rng(args.seed)  # seed 0: the images of benchmarks/qat_fashion_mnist.py
         calibration = x_train[rng.choice(len(x_train), args.num_calibration, replace=False)]
         with litert.int8_friendly_ops():
             fp32 = litert.convert(model, "none")
@@ -194,7 +195,7 @@ def main(argv=None):
         print(f"| {name} | {row[metric]:.4f} | {second:.4f} | {row[metric] - rows['fp32'][metric]:+.4f} | "
               f"{row.get('latency_vs_converter', float('nan')):.2f} | {row['xnnpack_partitions']} | "
               f"{row['outside_xnnpack'] or '-'} |")
-    result = {"checkpoint": args.checkpoint, "task": spec.name, "num_test": len(x_test),
+    result = {"checkpoint": args.checkpoint, "task": spec.name, "seed": args.seed, "num_test": len(x_test),
               "num_calibration": args.num_calibration, "a16_regex": args.a16_regex, "rows": rows,
               "seconds": round(time.time() - start)}
     with open(os.path.join(args.out_dir, "litert_quantizer.json"), "w") as f:
