@@ -9,12 +9,14 @@ images and test split:
               (`litert.int8_friendly_ops`; mathematically equal to the plain fp32 file);
   converter   `litert.convert(model, "int8", calibration)`: the project's PTQ (for a detector the
               post-processing stays float32, `conversion._quantize_network_only`);
-  w8a8        the Quantizer's `static_wi8_ai8` recipe on that fp32 file, same calibration images;
+  w8a8        the Quantizer's `static_wi8_ai8` recipe on that fp32 file, same calibration images,
+              ranges as the Quantizer takes them by default (each image's min/max, moving average);
+  w8a8 min-max  the same with the extremes over all calibration images, as the converter takes them;
   a16w8       its `static_wi8_ai16` (int16 activations, int8 weights);
   mixed       w8a8, with int16 activations only for the ops whose output tensor name matches
               --a16_regex (per-layer selection; omitted without the flag).
 
-For a detector the Quantizer's recipes leave every op under the post-processing scope in float
+For a detector the Quantizer's recipes leave the post-processing scope, the ops writing the outputs and SPLIT in float
 (`NO_QUANTIZE`), as the converter's path does. Reported per file: top-1 (classifier, Fashion-MNIST
 test split) or VOC mAP@0.5 area / 11-point (detector, fashion_mnist_scenes test scenes), agreement
 with fp32, size, the ops LiteRT runs outside XNNPACK, the number of XNNPACK partitions, and latency
@@ -85,17 +87,27 @@ def quantizer_recipe(kind, float_regex=None, a16_regex=None):
     return manager.get_quantization_recipe()
 
 
-def quantize_with_quantizer(float_flatbuffer, recipe, calibration_images):
-    """(quantized flatbuffer bytes, seconds) from the Quantizer, calibrated on `calibration_images`."""
-    from litert_quantizer import quantizer
+def quantize_with_quantizer(float_flatbuffer, recipe, calibration_images, ranges="moving_average"):
+    """(quantized flatbuffer bytes, seconds) from the Quantizer, calibrated on `calibration_images`.
+    ranges: "moving_average", the Quantizer's default (each image's min/max, averaged with factor 0.95),
+    or "min_max", the extremes over all images, as the converter's calibration takes them."""
+    from litert_quantizer import calibrator, quantizer, recipe_manager
+    from litert_quantizer.utils import qsv_utils
     from keras_skipblock.litert.runtime import open_interpreter
 
     start = time.time()
     runner = open_interpreter(float_flatbuffer).get_signature_runner("serving_default")
     input_name = next(iter(runner.get_input_details()))
     engine = quantizer.Quantizer(bytearray(float_flatbuffer), recipe)
-    samples = [{input_name: image[None]} for image in np.asarray(calibration_images, "float32")]
-    calibration = engine.calibrate({"serving_default": samples}, num_threads=1)
+    samples = {"serving_default": [{input_name: image[None]} for image in np.asarray(calibration_images, "float32")]}
+    if ranges == "moving_average":
+        calibration = engine.calibrate(samples, num_threads=1)
+    else:
+        manager = recipe_manager.RecipeManager()
+        manager.load_quantization_recipe(recipe)
+        calib = calibrator.Calibrator(bytes(float_flatbuffer), num_threads=1, qsv_update_func=qsv_utils.min_max_update)
+        calib.calibrate(samples, manager)
+        calibration = calib.get_model_qsvs()
     result = engine.quantize(calibration, enable_progress_bar=False, enable_progress_report=False)
     return bytes(result.quantized_model), time.time() - start
 
@@ -125,7 +137,11 @@ def detector_scores(flatbuffers, images, truth):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.environ.setdefault("TQDM_DISABLE", "1")  # the Quantizer's calibration progress bars
+    try:
+        import litert_quantizer  # noqa: F401
+    except ImportError:
+        raise SystemExit("This benchmark needs the LiteRT Quantizer, which is not a dependency of the project: "
+                         "pip install litert-quantizer (it pins ai-edge-litert==2.3.0).") from None
     from keras_skipblock import litert
     from keras_skipblock.litert import benchmark
 
@@ -158,15 +174,17 @@ def main(argv=None):
         float_regex = "|".join([re.escape(spec.postprocess_scope)] + [f"^{re.escape(n)};" for n in outputs])
     files = {"fp32": fp32, "converter int8": converter_int8}
     seconds = {"converter int8": converter_seconds}
-    kinds = ["w8a8", "a16w8"] + (["mixed"] if args.a16_regex else [])
+    kinds = ["w8a8", "w8a8 min-max", "a16w8"] + (["mixed"] if args.a16_regex else [])
     for kind in kinds:
-        recipe = quantizer_recipe(kind, float_regex, args.a16_regex)
-        files[f"quantizer {kind}"], seconds[f"quantizer {kind}"] = quantize_with_quantizer(fp32, recipe, calibration)
+        recipe = quantizer_recipe(kind.split()[0], float_regex, args.a16_regex)
+        ranges = "min_max" if kind.endswith("min-max") else "moving_average"
+        files[f"quantizer {kind}"], seconds[f"quantizer {kind}"] = quantize_with_quantizer(
+            fp32, recipe, calibration, ranges)
 
     os.makedirs(args.out_dir, exist_ok=True)
     paths = {}
     for name, fb in files.items():
-        paths[name] = os.path.join(args.out_dir, name.replace(" ", "_") + ".tflite")
+        paths[name] = os.path.join(args.out_dir, re.sub(r"[^a-z0-9]+", "_", name) + ".tflite")
         with open(paths[name], "wb") as f:
             f.write(fb)
 
