@@ -124,6 +124,7 @@ class Detection(Task):
     """SSD detection: `SSDDetector` + `MultiboxLoss`, VOC mAP@0.5 on the test split."""
 
     monitor = "val_map"
+
     def check(self):
         check_detection_config(self.config)
 
