@@ -21,6 +21,11 @@ def count_params(model):
 
 def _layer_macs(layer, input_shape, output_shape):
     """Multiply-accumulates of one call of `layer` on one sample, or 0."""
+    from keras_skipblock.quantization.layers import QuantConv
+
+    if isinstance(layer, QuantConv):  # a quantization-aware model's conv: what the conv it stands for costs
+        kernel = math.prod(layer.kernel_size) if layer.kind != "dense" else 1
+        return _size(output_shape[1:]) * kernel * (1 if layer.kind == "depthwise" else input_shape[-1])
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         kh, kw = layer.kernel_size
         return _size(output_shape[1:]) * kh * kw

@@ -11,7 +11,8 @@ items on a 128x128 canvas, generated from the installed IDX files) has its
 own defaults for a 2-core CPU: 4,000 training scenes at 128x128, 5 epochs,
 batch 32, BN momentum 0.9, SGD 0.04 with a 1-epoch warm-up then cosine. Any flag given on the command line
 wins. Rerun with the same --model_dir to resume. Ends with one SUMMARY line
-(test mAP@0.5, area and VOC07 11-point).
+(test mAP@0.5, area and VOC07 11-point); with --qat_epochs N, N quantization-aware
+epochs follow (best_qat.keras, a SUMMARY_QAT line; docs/quantization.md).
 """
 
 import os

@@ -390,21 +390,3 @@ def test_convert_script_turns_best_qat_into_int8_without_calibration_and_checks_
     shifted[:, 0] += (litert.MAX_QAT_P99_STEPS + 2) * step  # 1 logit in 10 moved beyond the bound
     worse = litert.compare(logits, shifted, "int8", output_step=step)
     assert not worse.passed and worse.p99_steps > litert.MAX_QAT_P99_STEPS and "QAT" in worse.threshold
-
-
-def test_quantized_detector_int8_conversion_is_refused_before_any_work():
-    """A QAT detector's int8 file is not supported yet (the detector path keeps post-processing
-    float32 through a calibrating debugger): refused by the spec's check, before data is loaded."""
-    import keras
-
-    from keras_skipblock import litert
-    from keras_skipblock.detection.model import build_detector
-    from keras_skipblock.quantization import quantize_model
-
-    keras.utils.set_random_seed(0)
-    qat = quantize_model(build_detector("skipblocknet_xs", 10, (64, 64, 3), "ssd"))
-    with pytest.raises(litert.LiteRTError, match="quantization-aware detector is not supported yet"):
-        litert.convert_file(qat, "/nonexistent/never_written.tflite", quantize="int8")
-    with pytest.raises(litert.LiteRTError, match="quantization-aware detector is not supported yet"):
-        litert.convert(qat, "int8", np.zeros((2, 64, 64, 3), "float32"))  # the API refuses it too
-    litert.DETECTOR.check(qat, "none")  # float32 stays possible

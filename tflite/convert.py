@@ -23,7 +23,9 @@ tighter bounds: top-1 agreement >= 0.95 and logits within 10 output steps at
 the 99th percentile (docs/quantization.md). A detector (from recipes/voc.py) is calibrated and verified
 on real fashion_mnist_scenes: float32 detection by detection, int8 by its VOC
 mAP next to float32's, before writing (a file that loses more than 0.03 is
-not written); see docs/detection.md. Missing checkpoints, unknown models and
+not written); see docs/detection.md. A quantization-aware detector (best_qat.keras from
+recipes/voc.py --qat_epochs) needs no calibration scenes; its int8 file is checked the same way
+against its own float32 file (docs/quantization.md, "Detectors"). Missing checkpoints, unknown models and
 bad data sources are reported in one line with exit status 2.
 """
 

@@ -21,6 +21,7 @@ from keras_skipblock.detection.metrics import format_ap_table, voc_map
 from keras_skipblock.detection.model import BACKBONES, build_detector, feature_sizes, level_anchor_counts
 from keras_skipblock.detection.postprocess import detect
 from keras_skipblock.flops import count_flops, count_params
+from keras_skipblock.quantization import is_quantized
 from keras_skipblock.training import callbacks as callbacks_lib
 from keras_skipblock.training import optimizers
 from keras_skipblock.training.driver import TrainConfig
@@ -123,9 +124,6 @@ class Detection(Task):
     """SSD detection: `SSDDetector` + `MultiboxLoss`, VOC mAP@0.5 on the test split."""
 
     monitor = "val_map"
-    qat_refusal = ("quantization-aware training of detectors is not wired into recipes/voc.py yet, nor is the "
-                   "int8 conversion of a quantization-aware detector (docs/quantization.md). Train in float and "
-                   "convert best.keras with tflite/convert.py --quantize=int8 (post-training).")
 
     def check(self):
         check_detection_config(self.config)
@@ -159,10 +157,13 @@ class Detection(Task):
                                           augment=config.augment, repeat=repeat)
         return train, data_lib.evaluation_dataset(data.validation, self.anchors, size, config.batch_size)
 
-    def add_callbacks(self, callbacks, data, model):
+    def validation_callbacks(self, data):
         images = data_lib.images_dataset(data.validation, self.config.image_size, self.config.batch_size)
+        return [ValidationMAP(images, data.validation_truth, self.anchors)]
+
+    def add_callbacks(self, callbacks, data, model):
         checkpoint = next(i for i, c in enumerate(callbacks) if isinstance(c, callbacks_lib.EMAModelCheckpoint))
-        callbacks.insert(checkpoint, ValidationMAP(images, data.validation_truth, self.anchors))
+        callbacks[checkpoint:checkpoint] = self.validation_callbacks(data)
 
     def image_files(self, data):
         return data_lib.image_files(data)
@@ -182,8 +183,8 @@ class Detection(Task):
     def summarize(self, result, data, model, model_dir, chief):
         config = self.config
         table = format_ap_table(result)
-        if chief:
-            with open(os.path.join(model_dir, "test_ap.md"), "w") as f:
+        if chief:  # the quantization-aware model's next to the float one's
+            with open(os.path.join(model_dir, "test_ap_qat.md" if is_quantized(model) else "test_ap.md"), "w") as f:
                 f.write(table + "\n")
         if config.verbose:
             print(table)
@@ -206,6 +207,8 @@ def train_detector(config):
     config.model_dir receives backup/ (resume state: rerun with the same
     model_dir to continue), best.keras (the epoch with the best validation
     mAP, EMA weights if any), history.csv, logs/, config.json, summary.json
-    and test_ap.md (per-class AP).
+    and test_ap.md (per-class AP); with config.qat_epochs also best_qat.keras
+    (the quantization-aware fine-tune's best val_map, `training.run`) and
+    test_ap_qat.md.
     """
     return run(Detection(config))

@@ -12,7 +12,8 @@ Flex delegate. One `NonMaxSuppressionV5` per class (padded to a static
 size), then a `top_k` over all classes, converts to builtin ops only
 (NON_MAX_SUPPRESSION_V5, TOPK_V2, GATHER, ...). The Keras side keeps
 keras-cv's NMS; verification compares the two. In int8 the network is
-quantized and the post-processing stays float32 (`_quantize_network_only`).
+quantized and the post-processing stays float32 (post-training:
+`_quantize_network_only`; quantization-aware: `_quantization_aware_network`).
 
 Quantization modes:
 
@@ -257,7 +258,12 @@ def _postprocess(deltas, logits, anchors, max_detections, iou_threshold, score_t
     from keras_skipblock.detection.anchors import decode
 
     boxes = decode(deltas, tf.constant(anchors))  # (N, 4) rel_xyxy
-    scores = tf.nn.softmax(logits, axis=-1)[:, 1:]  # background dropped
+    # Softmax spelt out, with a reciprocal: the converter fuses tf.nn.softmax and exp / sum into
+    # SOFTMAX, which it gives a fixed int8 output range (steps of 1/256) wherever its input is
+    # int8, as a quantization-aware graph's logits are. These ops have no range, so they stay
+    # float32 there (as the denylist keeps them in post-training int8).
+    exp = tf.exp(logits - tf.reduce_max(logits, axis=-1, keepdims=True))
+    scores = (exp * tf.math.reciprocal(tf.reduce_sum(exp, axis=-1, keepdims=True)))[:, 1:]  # no background
     yxyx = tf.gather(boxes, [1, 0, 3, 2], axis=1)  # NMS takes (y1, x1, y2, x2)
     all_scores, all_indices, all_classes = [], [], []
     for c in range(scores.shape[-1]):
@@ -307,20 +313,6 @@ def requires_calibration(model):
     return not is_quantized(model)
 
 
-def check_qat_detector(model, quantize):
-    """LiteRTError for the int8 conversion of a quantization-aware detector, not supported yet:
-    `_quantize_network_only` keeps the post-processing float32 through the converter's
-    QuantizationDebugger, which fails on a QAT graph even given scenes ("Please check if the
-    quantized model is in debug mode"; docs/quantization.md, Not done)."""
-    from keras_skipblock.validation import is_detector
-
-    if quantize == "int8" and is_detector(model) and not requires_calibration(model):
-        raise LiteRTError(
-            "int8 conversion of a quantization-aware detector is not supported yet (the path that keeps its "
-            "post-processing float32 fails on a QAT graph; docs/quantization.md, Not done). Convert the float "
-            "detector (best.keras) with --quantize=int8, or this one with --quantize=none.")
-
-
 def convert(model, quantize="none", representative_images=None, int8_friendly=True,
             io_type="float32", input_shape=None, spec=None):
     """Convert `model` (a classifier or a detector) to a LiteRT flatbuffer (bytes).
@@ -347,9 +339,10 @@ def convert_with_reference(model, quantize="none", representative_images=None, i
                            io_type="float32", input_shape=None, spec=None):
     """`convert`, returning (flatbuffer, float32 flatbuffer or None).
 
-    An int8 detector is converted to float32 on the way (to name the tensors kept float);
-    that float32 file, the same network traced in int8-friendly but mathematically equal
-    ops, is returned so that checking int8 against float32 needs no second conversion.
+    A post-training int8 detector is converted to float32 on the way (to name the tensors
+    kept float); that float32 file, the same network traced in int8-friendly but
+    mathematically equal ops, is returned so that checking int8 against float32 needs no
+    second conversion. Otherwise (a quantization-aware detector included) None.
     """
     import tensorflow as tf
 
@@ -366,7 +359,6 @@ def convert_with_reference(model, quantize="none", representative_images=None, i
     if io_type == "int8" and (quantize != "int8" or spec.postprocess_scope):
         raise LiteRTError("io_type='int8' needs quantize='int8' and a classifier (a detector's "
                           "post-processed outputs stay float32).")
-    check_qat_detector(model, quantize)
     input_shape = tuple(input_shape or input_shape_of(model))
     calibrate = quantize == "int8" and requires_calibration(model)
     if calibrate:
@@ -387,7 +379,9 @@ def convert_with_reference(model, quantize="none", representative_images=None, i
         converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], tf.Module())
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex
         if quantize == "int8" and spec.postprocess_scope:
-            return _quantize_network_only(converter, representative_images, spec.postprocess_scope)
+            if calibrate:
+                return _quantize_network_only(converter, representative_images, spec.postprocess_scope)
+            return _quantization_aware_network(converter, spec.postprocess_scope)
         if quantize != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "float16":
@@ -451,6 +445,49 @@ def _quantize_network_only(converter, images, scope):
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=_representative_dataset(images), debug_options=options)
         return debugger.get_nondebug_quantized_model(), float_flatbuffer
+
+
+def _quantization_aware_network(converter, scope):
+    """(int8 network with float32 post-processing, None) of a quantization-aware
+    detector, from one conversion without calibration images.
+
+    The FakeQuant ops of the network carry every range; the post-processing ops
+    (traced in `scope`) have none, so the converter leaves them float32 and
+    dequantizes the network's two int8 outputs once, as `_quantize_network_only`
+    does through its denylist. That path cannot serve here: the QuantizationDebugger
+    it needs fails on a graph with FakeQuant ops ("not in debug mode"). Only the
+    ops of fixed int8 output range would be quantized on their own (SOFTMAX), which
+    is why `_postprocess` spells the softmax out. `_check_network_int8` then
+    refuses a file with a float32 op inside the network.
+
+    No float32 flatbuffer is converted on the way (None is returned in its place):
+    the mAP check converts its reference when it needs one, `convert(model, "none")`,
+    which for a quantization-aware model is the same graph with each FakeQuant as a
+    QUANTIZE/DEQUANTIZE pair, i.e. what the Keras QAT model computes, in float32.
+    """
+    import tensorflow as tf
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    flatbuffer = converter.convert()
+    _check_network_int8(flatbuffer, scope)
+    return flatbuffer, None
+
+
+def _check_network_int8(flatbuffer, scope):
+    """LiteRTError when an op of the network (one writing outside the post-processing
+    `scope`, the detector's outputs aside) writes a float32 tensor: a float fallback inside
+    the network."""
+    from keras_skipblock.litert.runtime import open_interpreter
+
+    interpreter = open_interpreter(flatbuffer)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    outputs = {detail["index"] for detail in interpreter.get_output_details()}  # named by the signature
+    floats = [f"{op['op_name']} -> {tensors[i]['name']}" for op in _compat.interpreter_ops_details(interpreter)
+              if op["op_name"] != "DELEGATE" for i in op["outputs"]
+              if tensors[i]["dtype"] == np.float32 and scope not in tensors[i]["name"] and i not in outputs]
+    if floats:
+        raise LiteRTError(f"The int8 network has {len(floats)} float32 ops outside the post-processing "
+                          f"(e.g. {floats[0]}): a layer its quantization-aware model does not quantize.")
 
 
 def recalibrate_batchnorm(model, images, batch_size=64):

@@ -88,7 +88,6 @@ class DetectorSpec:
         from keras_skipblock.data.fashion_mnist import CLASS_NAMES
         from keras_skipblock.detection.model import num_classes_of
 
-        conversion.check_qat_detector(model, quantize)  # before any data is loaded
         if quantize == "int8" and num_classes_of(model) != len(CLASS_NAMES):
             # The int8 check needs ground truth for the detector's own classes.
             raise LiteRTError(

@@ -184,11 +184,14 @@ class QuantConv(QuantLayer):
     frozen (the layer never uses batch statistics): training then computes
     the function the `.tflite` computes, and the weights are quantized after
     folding, as LiteRT stores them. kernel, bias, gamma and beta train.
+
+    quantize_output=False: no output range of its own; a Concatenate that alone
+    reads the output quantizes it with its range (quantize_model).
     """
 
     def __init__(self, kind, filters=None, kernel_size=(1, 1), strides=(1, 1), padding="valid",
                  dilation_rate=(1, 1), depth_multiplier=1, use_bias=True, batchnorm=False,
-                 epsilon=1e-3, activation="linear", **kwargs):
+                 epsilon=1e-3, activation="linear", quantize_output=True, **kwargs):
         super().__init__(**kwargs)
         if kind not in ("conv", "depthwise", "dense"):
             raise ValueError(f"kind must be conv, depthwise or dense; got {kind!r}.")
@@ -205,6 +208,7 @@ class QuantConv(QuantLayer):
         self.batchnorm = bool(batchnorm)
         self.epsilon = float(epsilon)
         self.activation = activation
+        self.quantize_output = bool(quantize_output)
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
@@ -225,7 +229,7 @@ class QuantConv(QuantLayer):
                                                name="moving_mean")
             self.moving_variance = self.add_weight(shape=(out,), initializer="ones", trainable=False,
                                                    name="moving_variance")
-        self.add_ranges("output")
+        self.add_ranges(*(("output",) if self.quantize_output else ()))
 
     def folded_kernel_and_bias(self):
         """(kernel, bias) with the BN folded in, before weight quantization."""
@@ -262,7 +266,7 @@ class QuantConv(QuantLayer):
         else:
             x = ops.matmul(inputs, kernel)
         x = _apply_activation(x + bias, self.activation)
-        out = self.fake_quant(x, "output", training)
+        out = self.fake_quant(x, "output", training) if self.quantize_output else x
         self.count_step(training)
         return out
 
@@ -271,7 +275,7 @@ class QuantConv(QuantLayer):
                 "kernel_size": self.kernel_size, "strides": self.strides, "padding": self.padding,
                 "dilation_rate": self.dilation_rate, "depth_multiplier": self.depth_multiplier,
                 "use_bias": self.use_bias, "batchnorm": self.batchnorm, "epsilon": self.epsilon,
-                "activation": self.activation}
+                "activation": self.activation, "quantize_output": self.quantize_output}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -42,7 +42,7 @@ def _fit_args(data, batch_size):
 def fine_tune(model, train_data, validation_data=None, epochs=2, learning_rate=1e-4, model_dir=".",
               loss=None, optimizer=None, batch_size=64, calibration_batches=16, range_epochs=1,
               momentum=0.99, steps_per_epoch=None, metrics=("accuracy",), verbose=1, monitor="val_loss",
-              return_model=False, run_eagerly=False, jit_compile="auto"):
+              return_model=False, run_eagerly=False, jit_compile="auto", callbacks=()):
     """Quantize a trained float model and fine-tune it with int8 simulated.
 
     Args:
@@ -70,6 +70,8 @@ def fine_tune(model, train_data, validation_data=None, epochs=2, learning_rate=1
         return_model: also return the QAT model, with the best epoch's
             weights (the recipes' run skeleton evaluates it on the test split).
         run_eagerly, jit_compile: passed to `compile` (the run skeleton passes its own).
+        callbacks: run before the checkpoint at each epoch end, e.g. one that adds
+            the `monitor` log that `evaluate` does not compute (a detector's val_map).
 
     Returns a dict: path (best_qat.keras), epochs, best_epoch,
     val_loss / val_accuracy before fine-tuning (the calibrated, PTQ-like
@@ -90,7 +92,7 @@ def fine_tune(model, train_data, validation_data=None, epochs=2, learning_rate=1
         loss = BiasLoss() if isinstance(qat, BiasLossModel) else keras.losses.SparseCategoricalCrossentropy(
             from_logits=True)
     qat.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate), loss=loss,
-                metrics=list(metrics or ()), run_eagerly=run_eagerly, jit_compile=jit_compile)
+                metrics=list(metrics) if metrics else None, run_eagerly=run_eagerly, jit_compile=jit_compile)
     if calibration_batches:
         for i, images in enumerate(_batches(train_data, batch_size)):
             if i >= calibration_batches:
@@ -111,7 +113,7 @@ def fine_tune(model, train_data, validation_data=None, epochs=2, learning_rate=1
     before = evaluate()
     os.makedirs(model_dir, exist_ok=True)
     path = os.path.join(model_dir, "best_qat.keras")
-    callbacks = []
+    callbacks = list(callbacks)
     if range_epochs:
         callbacks.append(_FreezeRanges(range_epochs))
     if validation_data is not None:

@@ -15,6 +15,13 @@ The graph is rebuilt node by node (a node is one call of a layer or op):
   MobileNetV3's `x + 3`) are copied and followed by an `ActivationQuantizer`,
   except when a ReLU alone reads them: the ReLU is fused into them in the
   `.tflite`, so the quantizer goes after the ReLU;
+- a Concatenate shares one range with its inputs: a conv or requantizing op
+  whose output reaches the Concatenate alone (through same-scale ops such as
+  a Reshape: an SSD's head levels) writes no range of its own, and the
+  Concatenate's quantizer fixes the scale of all of them. The converter
+  gives CONCATENATION's inputs its output scale then, so no requantize op
+  lies between them (each would leave XNNPACK); quantizing the pieces
+  separately and then the whole would round twice;
 - ops that keep their input's scale (padding, reshapes, max pooling,
   dropout, identity) are copied as they are;
 - the image input is quantized first (the `.tflite`'s QUANTIZE).
@@ -104,6 +111,7 @@ class _Graph:
             for tensor in node.input_tensors:
                 self.consumers.setdefault(id(tensor), []).append(node)
         self.output_ids = {id(t) for t in model.outputs}
+        self.concatenated = self._concatenated_inputs()
 
     def sole_consumer(self, tensor):
         """The node that alone reads `tensor` (None when several do, or it is a model output)."""
@@ -111,6 +119,26 @@ class _Graph:
         if len(readers) != 1 or id(tensor) in self.output_ids:
             return None
         return readers[0]
+
+    def _concatenated_inputs(self):
+        """ids of the tensors whose int8 scale a Concatenate sets: each input of a
+        Concatenate, followed back through same-scale ops whose output only the next one
+        reads, is quantized by the Concatenate's range, not its own."""
+        producer = {id(t): node for node in self.nodes for t in node.outputs}
+        shared = set()
+        for node in self.nodes:
+            if not isinstance(node.operation, keras.layers.Concatenate):
+                continue
+            for tensor in node.input_tensors:
+                while self.sole_consumer(tensor) is not None:
+                    shared.add(id(tensor))
+                    source = producer.get(id(tensor))
+                    op = None if source is None else source.operation
+                    if not (isinstance(op, _SAME_SCALE_LAYERS) or _is_layer_op(op, _SAME_SCALE_OPS)) or len(
+                            source.input_tensors) != 1:
+                        break
+                    tensor = source.input_tensors[0]
+        return shared
 
 
 def quantize_model(model, momentum=0.99, freeze_after=None):
@@ -195,6 +223,8 @@ def _lookup(new):
 def _quantize_after(op, node, tensor, graph, options, name=None):
     """`tensor` (written by `node`) followed by an ActivationQuantizer, unless a
     plain ReLU alone reads it and `op` fuses ReLUs (then the ReLU quantizes)."""
+    if id(node.outputs[0]) in graph.concatenated:
+        return tensor  # the Concatenate it reaches quantizes it
     reader = graph.sole_consumer(node.outputs[0])
     fusing = isinstance(op, _RELU_FUSING) or _is_layer_op(op, _REQUANTIZING_OPS)
     if fusing and reader is not None and _relu_kind(reader.operation):
@@ -236,7 +266,7 @@ def _conv(op, node, args, graph, absorbed, options):
     if activation not in ("linear", "relu", "relu6"):
         post, activation = activation, "linear"
     config = dict(kind=kind, use_bias=op.use_bias, activation=activation, name=op.name,
-                  batchnorm=batchnorm is not None,
+                  batchnorm=batchnorm is not None, quantize_output=id(tail) not in graph.concatenated,
                   epsilon=batchnorm.epsilon if batchnorm is not None else 1e-3, **options)
     if kind == "dense":
         config.update(filters=op.units)
@@ -296,6 +326,8 @@ def _rebuild(op, node, args, kwargs, graph, absorbed, options):
         return QuantAveragePooling(pool_size=op.pool_size, name=op.name, **options)(args[0])
     if _relu_kind(op) or isinstance(op, keras.layers.ReLU):
         out = _clone(op)(*args, **kwargs)
+        if id(node.outputs[0]) in graph.concatenated:
+            return out  # the Concatenate it reaches quantizes it
         return ActivationQuantizer(name=f"{op.name}_quant", **options)(out)
     if isinstance(op, keras.layers.Activation):
         name = _activation_name(op.activation)

@@ -76,6 +76,12 @@ class Task:
     def add_callbacks(self, callbacks, data, model):
         """Insert the task's own callbacks into the standard ones (in place)."""
 
+    def validation_callbacks(self, data):
+        """Callbacks that add `monitor` to the epoch logs where Keras' evaluation does not
+        compute it (a detector's val_map); the quantization-aware fine-tune runs them before
+        its checkpoint."""
+        return []
+
     def image_files(self, data):
         """The files a decoding error is reported by name against."""
         return None
@@ -231,7 +237,7 @@ def quantization_aware_training(task, model, data, model_dir, chief, repeat, ste
             quantized, train, validation, epochs=config.qat_epochs, model_dir=model_dir, loss=task.loss(),
             optimizer=optimizer, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch if repeat else None,
             metrics=task.metrics(), monitor=task.monitor, verbose=config.verbose, return_model=True,
-            run_eagerly=config.run_eagerly, jit_compile=jit_compile)
+            run_eagerly=config.run_eagerly, jit_compile=jit_compile, callbacks=task.validation_callbacks(data))
         results = task.evaluate(qat, data)
     fields, line = task.summarize(results, data, qat, model_dir, chief)
     section = {**fields, "epochs": config.qat_epochs, "best_epoch": tuned["best_epoch"],
