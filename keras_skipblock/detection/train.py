@@ -37,6 +37,7 @@ class DetectionConfig(TrainConfig):
     dataset: str = "voc"
     image_size: int = 300
     augment: str = "ssd"  # none | flip | ssd (detection/augment.py); TrainConfig's is a bool
+    cache_images: bool = False  # keep decoded training images in memory after the first epoch
     # model
     model: str = "skipblocknet_s"
     # loss
@@ -154,7 +155,7 @@ class Detection(Task):
     def fit_data(self, data, model, repeat):
         config, size = self.config, self.config.image_size
         train = data_lib.training_dataset(data.train, self.anchors, size, config.batch_size, seed=config.seed,
-                                          augment=config.augment, repeat=repeat)
+                                          augment=config.augment, repeat=repeat, cache=config.cache_images)
         return train, data_lib.evaluation_dataset(data.validation, self.anchors, size, config.batch_size)
 
     def validation_callbacks(self, data):

@@ -35,8 +35,6 @@ class Task:
     """What a task gives `run`. Subclasses override the methods that raise."""
 
     monitor = "val_accuracy"  # the validation metric the best checkpoint maximises
-    # Why --qat_epochs is refused for this task (None: the task supports quantization-aware fine-tuning).
-    qat_refusal = None
 
     def __init__(self, config):
         self.config = config
@@ -201,8 +199,6 @@ def check_qat(task):
     if not epochs and config.qat_learning_rate is not None:
         raise InputError("--qat_learning_rate is the rate of the quantization-aware epochs: give --qat_epochs "
                          "N > 0 too, or leave it out.")
-    if epochs and task.qat_refusal:
-        raise InputError(f"--qat_epochs {epochs}: {task.qat_refusal}")
 
 
 def qat_learning_rate(config):
