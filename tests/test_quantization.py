@@ -151,7 +151,13 @@ def test_folded_conv_weights_are_per_channel_symmetric_int8():
 
     wide = 1.0 + INPUT_MARGIN  # the image input's range is widened (see ActivationQuantizer)
     x_int8 = _fake_quant_numpy(x.astype("float64"), -wide, wide).astype("float32")
-    pre = keras.ops.conv(x_int8, actual, padding="same") + np.asarray(bias, "float32")
+    # LiteRT stores the bias as int32 at scale s_in * s_w (per channel): the layer adds it rounded so.
+    s_in = 2 * wide / 255.0
+    rounded = np.round(np.asarray(bias, "float64") / (s_in * scale)) * (s_in * scale)
+    got_bias = np.asarray(layer.quantized_bias(bias, layer.folded_kernel_and_bias()[0]), "float64")
+    assert_close(got_bias, rounded, ELEMENTWISE_RTOL, what="bias on the int32 grid s_in * s_w")
+    assert np.abs(got_bias - np.asarray(bias, "float64")).max() > 0  # the rounding is not a no-op here
+    pre = keras.ops.conv(x_int8, actual, padding="same") + got_bias.astype("float32")
     layer.output_min.assign(-50.0), layer.output_max.assign(50.0)
     got = np.asarray(qat(x, training=False))
     assert np.abs(got - np.asarray(pre)).max() <= 100.0 / 255 / 2 * 1.001  # one half step of [-50, 50]

@@ -65,6 +65,40 @@ def _weight_fake_quant(kernel, axis=-1):
         kernel, -bound, bound, num_bits=8, narrow_range=True, axis=axis)
 
 
+def _weight_scale(kernel, axis=-1):
+    """The int8 scale of `_weight_fake_quant(kernel, axis)`: max |w| / 127 per output channel
+    along `axis` (a scalar with axis=None), as the converter derives it from the ranges."""
+    if axis is None:
+        return ops.stop_gradient(ops.maximum(ops.max(ops.abs(kernel)), MIN_SPAN)) / 127.0
+    axis = axis % len(kernel.shape)
+    reduce_axes = tuple(i for i in range(len(kernel.shape)) if i != axis)
+    return ops.stop_gradient(ops.maximum(ops.max(ops.abs(kernel), axis=reduce_axes), MIN_SPAN)) / 127.0
+
+
+def _range_source(tensor):
+    """A function returning the int8 scale of symbolic `tensor` (the range of the QuantLayer that
+    wrote it, through layers that keep their input's scale: padding, reshapes, max pooling, ...),
+    or None when no quantizer of ours wrote it."""
+    from keras_skipblock import _compat
+    from keras_skipblock.quantization import transform  # transform imports this module
+
+    node = _compat.producer_node(tensor)
+    while node is not None:
+        op = node.operation
+        if isinstance(op, QuantLayer):
+            name = op.output_range_name(node)
+            if name is None:  # a pass-through (pooling to the same size)
+                node = _compat.producer_node(node.input_tensors[0])
+                continue
+            return lambda: op.range_scale(name)
+        same_scale = isinstance(op, transform._SAME_SCALE_LAYERS) or transform._is_layer_op(
+            op, transform._SAME_SCALE_OPS)
+        if not same_scale or len(node.input_tensors) != 1:
+            return None
+        node = _compat.producer_node(node.input_tensors[0])
+    return None
+
+
 class QuantLayer(keras.layers.Layer):
     """Base of the QAT layers: named activation ranges updated as moving
     averages in training, a step counter and a freeze flag."""
@@ -95,6 +129,20 @@ class QuantLayer(keras.layers.Layer):
         """{name: (min, max)} of the layer's activation ranges (floats)."""
         return {name: (float(getattr(self, f"{name}_min").numpy()), float(getattr(self, f"{name}_max").numpy()))
                 for name in self.range_names}
+
+    def range_scale(self, name):
+        """The int8 scale of range `name` as the converter derives it from the FakeQuant's
+        min/max: (max - min) / 255 with 0 kept inside (and this layer's `margin`, if any)."""
+        low = ops.minimum(getattr(self, f"{name}_min"), 0.0)
+        high = ops.maximum(getattr(self, f"{name}_max"), 0.0)
+        margin = getattr(self, "margin", 0.0)
+        if margin:
+            low, high = low * (1.0 + margin), high * (1.0 + margin)
+        return ops.stop_gradient((high - low) / 255.0)
+
+    def output_range_name(self, node):
+        """The range that quantizes this layer's output at `node` (None: the output is the input)."""
+        return "output"
 
     def _updating(self):
         allowed = ops.equal(self.ranges_frozen, 0)
@@ -227,6 +275,11 @@ class QuantConv(QuantLayer):
                                                    name="moving_variance")
         self.add_ranges("output")
 
+    def __call__(self, inputs, *args, **kwargs):
+        if isinstance(inputs, keras.KerasTensor):  # graph building (quantize_model or loading): link the input's range
+            self._input_scale = _range_source(inputs)  # a function: not tracked as a sublayer
+        return super().__call__(inputs, *args, **kwargs)
+
     def folded_kernel_and_bias(self):
         """(kernel, bias) with the BN folded in, before weight quantization."""
         kernel = self.kernel
@@ -250,9 +303,26 @@ class QuantConv(QuantLayer):
             return ops.reshape(_weight_fake_quant(flat, -1), shape)
         return _weight_fake_quant(kernel, None if self.kind == "dense" else -1)
 
+    def weight_scale(self, folded_kernel):
+        """The int8 scale of the folded kernel per output channel (a scalar for dense)."""
+        if self.kind == "depthwise":
+            shape = folded_kernel.shape
+            return _weight_scale(ops.reshape(folded_kernel, (shape[0], shape[1], 1, shape[2] * shape[3])), -1)
+        return _weight_scale(folded_kernel, None if self.kind == "dense" else -1)
+
+    def quantized_bias(self, bias, folded_kernel):
+        """`bias` rounded to the int32 grid LiteRT stores it on, scale input scale x weight scale
+        (when the input's range is known), with a straight-through gradient."""
+        input_scale = getattr(self, "_input_scale", None)
+        if input_scale is None:
+            return bias
+        step = input_scale() * self.weight_scale(folded_kernel)
+        return bias + ops.stop_gradient(ops.round(bias / step) * step - bias)
+
     def call(self, inputs, training=False):
         folded, bias = self.folded_kernel_and_bias()  # once per step: the kernel and bias share the BN scale
         kernel = self.quantized_kernel(folded)
+        bias = self.quantized_bias(bias, folded)
         if self.kind == "conv":
             x = ops.conv(inputs, kernel, strides=self.strides, padding=self.padding,
                          dilation_rate=self.dilation_rate)
@@ -289,6 +359,9 @@ class QuantHardActivation(QuantLayer):
     def build(self, input_shape):
         names = ("shifted", "gate") + (("output",) if self.kind == "hard_swish" else ())
         self.add_ranges(*names)
+
+    def output_range_name(self, node):
+        return "output" if self.kind == "hard_swish" else "gate"
 
     def call(self, inputs, training=False):
         shifted = self.fake_quant(ops.relu6(inputs + THREE_PLUS_ULP), "shifted", training)
@@ -343,6 +416,11 @@ class QuantAveragePooling(QuantLayer):
 
     def build(self, input_shape):
         self.add_ranges("rows", "output")
+
+    def output_range_name(self, node):
+        x = node.input_tensors[0]
+        out = node.output_tensors[0]
+        return None if tuple(x.shape[1:3]) == tuple(out.shape[1:3]) else "output"
 
     def call(self, inputs, training=False):
         x, like = (inputs[0], inputs[1]) if isinstance(inputs, (list, tuple)) else (inputs, None)
