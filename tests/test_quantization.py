@@ -163,6 +163,60 @@ def test_folded_conv_weights_are_per_channel_symmetric_int8():
     assert np.abs(got - np.asarray(pre)).max() <= 100.0 / 255 / 2 * 1.001  # one half step of [-50, 50]
 
 
+def test_inference_emulates_xnnpack_integer_arithmetic_exactly():
+    """In inference a QAT conv / depthwise / dense computes what XNNPACK computes from the int8
+    input: the int32 accumulator plus the int32 bias, times the float32 multiplier
+    s_in * s_w / s_out, rounded half to even and clamped. Checked two ways: against that
+    formula in numpy, and against the int8 .tflite itself, which must agree on every value."""
+    import keras
+
+    from keras_skipblock import litert
+    from keras_skipblock.litert.layer_diff import layer_diff
+    from keras_skipblock.quantization import QuantConv, calibrate_ranges, freeze_ranges, quantize_model
+
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(3)
+    image = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(6, 3, padding="same")(image)
+    x = keras.layers.ReLU(6.0)(keras.layers.BatchNormalization()(x))
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same")(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Dense(5, name="logits")(keras.layers.Flatten()(x))
+    model = keras.Model(image, x)
+    for layer in model.layers:  # BN statistics and biases away from their defaults
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 2, 6), rng.normal(size=6), rng.normal(size=6),
+                               rng.uniform(0.5, 2, 6)])
+        elif getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.normal(0, 0.3, layer.bias.shape))
+    qat = quantize_model(model)
+    images = rng.uniform(-1, 1, (96, 8, 8, 2)).astype("float32")
+    calibrate_ranges(qat, images[:64])
+    freeze_ranges(qat)
+    conv = next(layer for layer in qat.layers if isinstance(layer, QuantConv))
+    # numpy by hand for the first conv (input: the image quantizer's int8 levels)
+    quantizer = qat.layers[1]
+    s_in = np.float32(float(quantizer.range_qparams("output")[0]))
+    s_out, zero = (float(v) for v in conv.range_qparams("output"))
+    folded, bias = (np.asarray(v, "float64") for v in conv.folded_kernel_and_bias())
+    s_w = (np.abs(folded).max(axis=(0, 1, 2)) / 127).astype("float32")
+    levels_w = np.clip(np.round(folded / s_w), -127, 127)
+    levels_in = np.round(np.asarray(quantizer(images[64:], training=False), "float64") / s_in)
+    accumulator = np.array(keras.ops.conv(levels_in, levels_w, padding="same"), "float64")
+    accumulator += np.round(bias / (np.float64(s_in) * s_w))
+    multiplier = (s_in * s_w / np.float32(s_out)).astype("float32")
+    levels = np.rint((accumulator.astype("float32") * multiplier).astype("float32"))  # half to even
+    levels = np.clip(levels, max(-128 - zero, 0), min(127 - zero, np.round(6 / s_out)))
+    probe = keras.Model(qat.inputs, conv.output)
+    got = np.asarray(probe(images[64:], training=False)) / np.float32(s_out)
+    assert np.array_equal(np.round(got), levels) and np.abs(got - levels).max() < 1e-3
+    # the .tflite, every int8 tensor of the network: 0 values apart
+    flatbuffer = litert.convert(qat, quantize="int8", io_type="int8")
+    rows = layer_diff(qat, flatbuffer, images[64:])
+    assert {row["layer"] for row in rows} >= {conv.name, "logits"}, rows
+    assert all(row["max_levels"] == 0 for row in rows), rows
+
+
 def test_activation_ranges_are_moving_averages_then_frozen():
     from keras_skipblock.quantization import ActivationQuantizer
     from keras_skipblock.quantization.transform import freeze_ranges
