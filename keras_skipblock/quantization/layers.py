@@ -352,7 +352,8 @@ class QuantConv(QuantLayer):
         bias = self.bias if self.use_bias else ops.zeros((self.out_channels,), kernel.dtype)
         if not self.batchnorm:
             return kernel, bias
-        scale = self.gamma / ops.sqrt(self.moving_variance + self.epsilon)
+        # gamma * rsqrt: the form the converter's graph optimizer folds it to (same float32 weights)
+        scale = self.gamma * ops.rsqrt(self.moving_variance + self.epsilon)
         if self.kind == "depthwise":
             kernel = kernel * ops.reshape(scale, (kernel.shape[2], kernel.shape[3]))
         else:
