@@ -79,7 +79,8 @@ def layer_diff(qat_model, flatbuffer, images, batch_size=64):
             chosen[f"{layer}_quant"] = name
     names = [name for name in lite if name in chosen.values()]
     by_tensor = {tensor: layer for layer, tensor in chosen.items()}
-    probe = keras.Model(qat_model.inputs, [layers[by_tensor[t]].output for t in names])
+    inputs = qat_model.inputs[0] if len(qat_model.inputs) == 1 else qat_model.inputs
+    probe = keras.Model(inputs, [layers[by_tensor[t]].output for t in names])
     keras_values = [[] for _ in names]
     images = np.asarray(images, "float32")
     for start in range(0, len(images), batch_size):
