@@ -17,14 +17,15 @@ from tolerances import ELEMENTWISE_RTOL, SMALL_NETWORK_RTOL, assert_close
 
 # Thresholds on trained results, with their spread measured over seeds (see the
 # comment at each use and docs/quantization.md).
-# int8 .tflite logits vs Keras QAT logits, in output quantization steps (see the deploy test):
-# 99th percentile measured 1.00 on every seed, asserted <= 2; max measured 2.00 on 3 seeds x 500
-# images (and 4.00 once over 2,000 images x 10 logits of a longer run: 0.15 % over 2), asserted <= 4.
-P99_LOGIT_STEPS = 2.0
-MAX_LOGIT_STEPS = 4.0
-# top-1 agreement .tflite vs Keras QAT on 500 test images: measured 0.990 / 0.988 / 0.992 over
-# seeds 0 / 1 / 2; the tiny model's weak top-1 (~0.7) leaves near-ties that one level flips.
-MIN_AGREEMENT = 0.98
+# int8 .tflite logits vs Keras QAT logits (whose inference emulates XNNPACK's integer arithmetic),
+# in output quantization steps, 500 images (see the deploy test): max measured 0 / 0 / 0 steps and
+# 99th percentile 0 over seeds 0 / 1 / 2 (seed 0 with TF_ENABLE_ONEDNN_OPTS=0 and one thread: 0, 0);
+# asserted: 99th percentile <= 1, max <= 2. (Float simulation measured max 2, p99 1 on each seed.)
+P99_LOGIT_STEPS = 1.0
+MAX_LOGIT_STEPS = 2.0
+# top-1 agreement .tflite vs Keras QAT on 500 test images: measured 1.000 on seeds 0 / 1 / 2
+# (float simulation: 0.990 / 0.988 / 0.992); asserted >= 0.995, the issue's bound (fails at 3 of 500).
+MIN_AGREEMENT = 0.995
 
 
 def _fake_quant_numpy(x, low, high, num_bits=8, narrow=False):
@@ -207,7 +208,7 @@ def test_inference_emulates_xnnpack_integer_arithmetic_exactly():
     multiplier = (s_in * s_w / np.float32(s_out)).astype("float32")
     levels = np.rint((accumulator.astype("float32") * multiplier).astype("float32"))  # half to even
     levels = np.clip(levels, max(-128 - zero, 0), min(127 - zero, np.round(6 / s_out)))
-    probe = keras.Model(qat.inputs, conv.output)
+    probe = keras.Model(qat.inputs[0], conv.output)
     got = np.asarray(probe(images[64:], training=False)) / np.float32(s_out)
     assert np.array_equal(np.round(got), levels) and np.abs(got - levels).max() < 1e-3
     # the .tflite, every int8 tensor of the network: 0 values apart
@@ -332,8 +333,9 @@ def test_fine_tune_with_bias_loss_lowers_the_loss(trained):
     model, summary, qat = trained
     assert isinstance(qat, ks.BiasLossModel)
     # The calibrated (PTQ-like) start vs after one QAT epoch at lr 3e-4, 500 test images.
-    # Measured val loss before -> after (KS_QAT_SEED=0 / 1 / 2): 0.823 -> 0.746 / 1.013 -> 0.767 /
-    # 0.730 -> 0.697: lowered by 0.03-0.25 on every seed.
+    # Measured val loss before -> after (KS_QAT_SEED=0 / 1 / 2): 0.820 -> 0.744 / 1.012 -> 0.751 /
+    # 0.730 -> 0.689 (inference emulating XNNPACK; float simulation: 0.823 -> 0.746 / 1.013 -> 0.767 /
+    # 0.730 -> 0.697): lowered by 0.04-0.26 on every seed.
     assert summary["val_loss"] < summary["val_loss_before"]
     assert np.isfinite(float(qat.bias_loss_variance_min.numpy()))
 
@@ -404,9 +406,8 @@ def test_converted_qat_model_is_int8_and_deploy_exact(trained, fashion):
     agreement = float(np.mean(tflite_logits.argmax(1) == keras_logits.argmax(1)))
     print(f"QAT deploy check: max {steps.max():.2f} steps, p99 {np.percentile(steps, 99):.2f}, "
           f"agreement {agreement:.4f}, loss {summary_line(trained)}")
-    # Measured (KS_QAT_SEED=0, 1, 2; 500 images): max 2.00 / 2.00 / 2.00 steps, 99th percentile
-    # 1.00 each; agreement 0.990 / 0.988 / 0.992. Every disagreement is an image whose two best
-    # Keras logits lie within 2 steps (a near-tie that one level of rounding noise flips).
+    # Measured (KS_QAT_SEED=0, 1, 2; 500 images): see P99_LOGIT_STEPS above. A disagreement may
+    # only be an image whose two best Keras logits lie within the logits' distance (a near-tie).
     assert np.percentile(steps, 99) <= P99_LOGIT_STEPS + 1e-3, np.percentile(steps, 99)
     assert steps.max() <= MAX_LOGIT_STEPS + 1e-3, steps.max()
     ordered = np.sort(keras_logits, axis=1)
