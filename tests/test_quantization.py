@@ -211,6 +211,12 @@ def test_inference_emulates_xnnpack_integer_arithmetic_exactly():
     probe = keras.Model(qat.inputs[0], conv.output)
     got = np.asarray(probe(images[64:], training=False)) / np.float32(s_out)
     assert np.array_equal(np.round(got), levels) and np.abs(got - levels).max() < 1e-3
+    # XNNPACK rounds ties to even (TensorFlow's FakeQuant rounds them up), and the emulation is wired in
+    from keras_skipblock.quantization.layers import _requantize
+
+    ties = np.asarray(_requantize(np.float32([2.5, 3.5, -2.5, 300.0]), np.float32(1.0), -128.0, 127.0))
+    assert ties.tolist() == [2.0, 4.0, -2.0, 127.0]
+    assert conv.integer_output(images[:1], *conv.folded_kernel_and_bias()) is not None
     # the .tflite, every int8 tensor of the network: 0 values apart
     flatbuffer = litert.convert(qat, quantize="int8", io_type="int8")
     rows = layer_diff(qat, flatbuffer, images[64:])

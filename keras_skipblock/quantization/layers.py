@@ -413,9 +413,10 @@ class QuantConv(QuantLayer):
         s_out, zero = self.range_qparams("output")
         if self.kind == "depthwise":
             bound = ops.reshape(bound, (folded.shape[2], folded.shape[3]))
-        # The converter rounds w / s_w in float64 (MLIR quantizes constants in double precision).
-        levels_w = ops.round(ops.cast(folded, "float64") / (ops.cast(bound, "float64") / 127.0))
-        levels_w = ops.cast(ops.clip(levels_w, -127.0, 127.0), "float32")
+        # The int8 weights are the FakeQuant's levels (the converter's graph folds that op on the
+        # constant kernel): float32 rounding of TF's kernel, ties (w / s_w = 48.4999966 in float64,
+        # 48.5 in float32) included.
+        levels_w = ops.round(self.quantized_kernel(folded) / (bound / 127.0))
         levels_in = ops.round(inputs / s_in)
         bias_levels = ops.round(bias / (s_in * s_w))
         accumulator = self._linear(levels_in, levels_w) + bias_levels
