@@ -167,8 +167,9 @@ def test_folded_conv_weights_are_per_channel_symmetric_int8():
 def test_inference_emulates_xnnpack_integer_arithmetic_exactly():
     """In inference a QAT conv / depthwise / dense computes what XNNPACK computes from the int8
     input: the int32 accumulator plus the int32 bias, times the float32 multiplier
-    s_in * s_w / s_out, rounded half to even and clamped. Checked two ways: against that
-    formula in numpy, and against the int8 .tflite itself, which must agree on every value."""
+    s_in * s_w / s_out, rounded half to even and clamped; an Add XNNPACK's integer ADD.
+    Checked two ways: against those formulas in numpy, and against the int8 .tflite itself,
+    which must agree on every value of every tensor."""
     import keras
 
     from keras_skipblock import litert
@@ -179,9 +180,10 @@ def test_inference_emulates_xnnpack_integer_arithmetic_exactly():
     rng = np.random.default_rng(3)
     image = keras.Input((8, 8, 2))
     x = keras.layers.Conv2D(6, 3, padding="same")(image)
-    x = keras.layers.ReLU(6.0)(keras.layers.BatchNormalization()(x))
+    x = first = keras.layers.ReLU(6.0)(keras.layers.BatchNormalization()(x))
     x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same")(x)
     x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Add(name="add")([x, keras.layers.Conv2D(6, 1, strides=2)(first)])
     x = keras.layers.Dense(5, name="logits")(keras.layers.Flatten()(x))
     model = keras.Model(image, x)
     for layer in model.layers:  # BN statistics and biases away from their defaults
@@ -217,6 +219,21 @@ def test_inference_emulates_xnnpack_integer_arithmetic_exactly():
     ties = np.asarray(_requantize(np.float32([2.5, 3.5, -2.5, 300.0]), np.float32(1.0), -128.0, 127.0))
     assert ties.tolist() == [2.0, 4.0, -2.0, 127.0]
     assert conv.integer_output(images[:1], *conv.folded_kernel_and_bias()) is not None
+    # the ADD by hand (xnn_init_qs8_add_minmax_scalar_params): ratios as ~21-bit multipliers, one shift
+    from keras_skipblock.quantization import QuantAdd
+
+    add = qat.get_layer("add_quant")
+    assert isinstance(add, QuantAdd)
+    (s_a, _), (s_b, _) = (source() for source in add._input_scales)
+    s_a, s_b = np.float32(float(s_a)), np.float32(float(s_b))
+    s_o, z_o = (np.float32(float(v)) for v in add.range_qparams("output"))
+    ratios = np.float32([s_a / s_o, s_b / s_o])
+    shift = 20 - int(np.floor(np.log2(ratios.max())))
+    m_a, m_b = np.rint(ratios.astype("float64") * 2.0 ** shift)
+    q_a, q_b = np.array([[-7.0, 100.0, 3.0]]), np.array([[5.0, -128.0, 0.0]])  # levels - zero points
+    expected = np.clip(np.floor((q_a * m_a + q_b * m_b + 2.0 ** (shift - 1)) / 2.0 ** shift), -128 - z_o, 127 - z_o)
+    got = np.asarray(add.integer_output(q_a.astype("float32") * s_a, q_b.astype("float32") * s_b)) / s_o
+    assert np.array_equal(np.round(got), expected), (got, expected)
     # the .tflite, every int8 tensor of the network: 0 values apart
     flatbuffer = litert.convert(qat, quantize="int8", io_type="int8")
     rows = layer_diff(qat, flatbuffer, images[64:])

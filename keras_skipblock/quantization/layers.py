@@ -589,4 +589,50 @@ class QuantRescaling(QuantLayer):
         return {**super().get_config(), "scale": self.scale, "offset": self.offset}
 
 
-QUANT_LAYERS = (ActivationQuantizer, QuantConv, QuantHardActivation, QuantAveragePooling, QuantRescaling)
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class QuantAdd(QuantLayer):
+    """Add of two int8 tensors with an int8 output (a keras Add and the quantizer after it, in one
+    layer so that inference can emulate XNNPACK's integer ADD, which needs both inputs)."""
+
+    def build(self, input_shape):
+        self.add_ranges("output")
+
+    def __call__(self, inputs, *args, **kwargs):
+        if all(isinstance(x, keras.KerasTensor) for x in inputs):  # graph building: link the inputs' ranges
+            sources = [_range_source(x) for x in inputs]
+            self._input_scales = None if None in sources else sources
+        return super().__call__(inputs, *args, **kwargs)
+
+    def integer_output(self, a, b):
+        """XNNPACK's qs8 ADD (`xnn_init_qs8_add_minmax_scalar_params`): each input's scale ratio
+        s / s_out as a ~21-bit integer multiplier m = rint(ratio * 2**k), k = 20 - exponent of the
+        larger ratio; out = ((qa - za) * ma + (qb - zb) * mb + 2**(k - 1)) >> k, clamped."""
+        (s_a, _), (s_b, _) = (source() for source in self._input_scales)
+        s_out, zero = self.range_qparams("output")
+        ratio_a, ratio_b = s_a / s_out, s_b / s_out  # float32, as XNNPACK
+        exponent = ops.floor(ops.log2(ops.cast(ops.maximum(ratio_a, ratio_b), "float64")))
+        shift = 20.0 - exponent
+        power = ops.power(ops.cast(2.0, "float64"), shift)
+        m_a = ops.round(ops.cast(ratio_a, "float64") * power)  # exact scaling, rint half to even
+        m_b = ops.round(ops.cast(ratio_b, "float64") * power)
+        levels_a = ops.round(ops.cast(a, "float64") / ops.cast(s_a, "float64"))
+        levels_b = ops.round(ops.cast(b, "float64") / ops.cast(s_b, "float64"))
+        accumulator = levels_a * m_a + levels_b * m_b + power / 2.0  # exact in float64
+        levels = ops.clip(ops.floor(accumulator / power), ops.cast(-128.0 - zero, "float64"),
+                          ops.cast(127.0 - zero, "float64"))
+        return ops.cast(levels, "float32") * s_out
+
+    def call(self, inputs, training=False):
+        a, b = inputs
+        if _emulating(training) and getattr(self, "_input_scales", None) is not None:
+            return self.integer_output(a, b)
+        out = self.fake_quant(ops.add(a, b), "output", training)
+        self.count_step(training)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+
+QUANT_LAYERS = (ActivationQuantizer, QuantConv, QuantHardActivation, QuantAveragePooling, QuantRescaling,
+                QuantAdd)
