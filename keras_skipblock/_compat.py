@@ -39,6 +39,17 @@ def inbound_nodes(layer):
     return layer._inbound_nodes
 
 
+def producer_node(tensor):
+    """The graph node that wrote a symbolic KerasTensor (None for a model input's placeholder or
+    any other value)."""
+    # Why private: Keras 3 records a KerasTensor's producer only in `_keras_history`.
+    history = getattr(tensor, "_keras_history", None)
+    if history is None or history[0] is None:
+        return None
+    operation, node_index = history[0], history[1]
+    return operation._inbound_nodes[node_index]
+
+
 def nodes_by_depth(model):
     """{depth: [node, ...]} of a functional model's own graph."""
     # Why private: a functional model exposes its layers publicly, not the nodes (calls) of its graph.

@@ -99,6 +99,18 @@ def test_nodes_by_depth():
         assert isinstance(head_node.output_tensors[0], keras.KerasTensor)
 
 
+def test_producer_node():
+    import keras
+
+    with entry("producer_node"):
+        inputs = keras.Input((4,))
+        hidden = keras.layers.Dense(3, name="dense")(inputs)
+        node = _compat.producer_node(hidden)
+        assert node.operation.name == "dense" and node.input_tensors[0] is inputs
+        assert node.output_tensors[0] is hidden
+        assert _compat.producer_node(np.zeros(3)) is None
+
+
 # -- losses -----------------------------------------------------------------------
 
 

@@ -17,14 +17,15 @@ from tolerances import ELEMENTWISE_RTOL, SMALL_NETWORK_RTOL, assert_close
 
 # Thresholds on trained results, with their spread measured over seeds (see the
 # comment at each use and docs/quantization.md).
-# int8 .tflite logits vs Keras QAT logits, in output quantization steps (see the deploy test):
-# 99th percentile measured 1.00 on every seed, asserted <= 2; max measured 2.00 on 3 seeds x 500
-# images (and 4.00 once over 2,000 images x 10 logits of a longer run: 0.15 % over 2), asserted <= 4.
-P99_LOGIT_STEPS = 2.0
-MAX_LOGIT_STEPS = 4.0
-# top-1 agreement .tflite vs Keras QAT on 500 test images: measured 0.990 / 0.988 / 0.992 over
-# seeds 0 / 1 / 2; the tiny model's weak top-1 (~0.7) leaves near-ties that one level flips.
-MIN_AGREEMENT = 0.98
+# int8 .tflite logits vs Keras QAT logits (whose inference emulates XNNPACK's integer arithmetic),
+# in output quantization steps, 500 images (see the deploy test): max measured 0 / 0 / 0 steps and
+# 99th percentile 0 over seeds 0 / 1 / 2 (seed 0 with TF_ENABLE_ONEDNN_OPTS=0 and one thread: 0, 0);
+# asserted: 99th percentile <= 1, max <= 2. (Float simulation measured max 2, p99 1 on each seed.)
+P99_LOGIT_STEPS = 1.0
+MAX_LOGIT_STEPS = 2.0
+# top-1 agreement .tflite vs Keras QAT on 500 test images: measured 1.000 on seeds 0 / 1 / 2
+# (float simulation: 0.990 / 0.988 / 0.992); asserted >= 0.995, the issue's bound (fails at 3 of 500).
+MIN_AGREEMENT = 0.995
 
 
 def _fake_quant_numpy(x, low, high, num_bits=8, narrow=False):
@@ -151,10 +152,93 @@ def test_folded_conv_weights_are_per_channel_symmetric_int8():
 
     wide = 1.0 + INPUT_MARGIN  # the image input's range is widened (see ActivationQuantizer)
     x_int8 = _fake_quant_numpy(x.astype("float64"), -wide, wide).astype("float32")
-    pre = keras.ops.conv(x_int8, actual, padding="same") + np.asarray(bias, "float32")
+    # LiteRT stores the bias as int32 at scale s_in * s_w (per channel): the layer adds it rounded so.
+    s_in = 2 * wide / 255.0
+    rounded = np.round(np.asarray(bias, "float64") / (s_in * scale)) * (s_in * scale)
+    got_bias = np.asarray(layer.quantized_bias(bias, layer.folded_kernel_and_bias()[0]), "float64")
+    assert_close(got_bias, rounded, ELEMENTWISE_RTOL, what="bias on the int32 grid s_in * s_w")
+    assert np.abs(got_bias - np.asarray(bias, "float64")).max() > 0  # the rounding is not a no-op here
+    pre = keras.ops.conv(x_int8, actual, padding="same") + got_bias.astype("float32")
     layer.output_min.assign(-50.0), layer.output_max.assign(50.0)
     got = np.asarray(qat(x, training=False))
     assert np.abs(got - np.asarray(pre)).max() <= 100.0 / 255 / 2 * 1.001  # one half step of [-50, 50]
+
+
+def test_inference_emulates_xnnpack_integer_arithmetic_exactly():
+    """In inference a QAT conv / depthwise / dense computes what XNNPACK computes from the int8
+    input: the int32 accumulator plus the int32 bias, times the float32 multiplier
+    s_in * s_w / s_out, rounded half to even and clamped; an Add XNNPACK's integer ADD.
+    Checked two ways: against those formulas in numpy, and against the int8 .tflite itself,
+    which must agree on every value of every tensor."""
+    import keras
+
+    from keras_skipblock import litert
+    from keras_skipblock.litert.layer_diff import layer_diff
+    from keras_skipblock.quantization import QuantConv, calibrate_ranges, freeze_ranges, quantize_model
+
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(3)
+    image = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(6, 3, padding="same")(image)
+    x = first = keras.layers.ReLU(6.0)(keras.layers.BatchNormalization()(x))
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same")(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Add(name="add")([x, keras.layers.Conv2D(6, 1, strides=2)(first)])
+    x = keras.layers.Dense(5, name="logits")(keras.layers.Flatten()(x))
+    model = keras.Model(image, x)
+    for layer in model.layers:  # BN statistics and biases away from their defaults
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 2, 6), rng.normal(size=6), rng.normal(size=6),
+                               rng.uniform(0.5, 2, 6)])
+        elif getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.normal(0, 0.3, layer.bias.shape))
+    qat = quantize_model(model)
+    images = rng.uniform(-1, 1, (96, 8, 8, 2)).astype("float32")
+    calibrate_ranges(qat, images[:64])
+    freeze_ranges(qat)
+    conv = next(layer for layer in qat.layers if isinstance(layer, QuantConv))
+    # numpy by hand for the first conv (input: the image quantizer's int8 levels)
+    quantizer = qat.layers[1]
+    s_in = np.float32(float(quantizer.range_qparams("output")[0]))
+    s_out, zero = (float(v) for v in conv.range_qparams("output"))
+    folded, bias = (np.asarray(v, "float64") for v in conv.folded_kernel_and_bias())
+    s_w = (np.abs(folded).max(axis=(0, 1, 2)) / 127).astype("float32")
+    levels_w = np.clip(np.round(folded / s_w), -127, 127)
+    levels_in = np.round(np.asarray(quantizer(images[64:], training=False), "float64") / s_in)
+    accumulator = np.array(keras.ops.conv(levels_in, levels_w, padding="same"), "float64")
+    accumulator += np.round(bias / (np.float64(s_in) * s_w))
+    multiplier = (s_in * s_w / np.float32(s_out)).astype("float32")
+    levels = np.rint((accumulator.astype("float32") * multiplier).astype("float32"))  # half to even
+    levels = np.clip(levels, max(-128 - zero, 0), min(127 - zero, np.round(6 / s_out)))
+    probe = keras.Model(qat.inputs[0], conv.output)
+    got = np.asarray(probe(images[64:], training=False)) / np.float32(s_out)
+    assert np.array_equal(np.round(got), levels) and np.abs(got - levels).max() < 1e-3
+    # XNNPACK rounds ties to even (TensorFlow's FakeQuant rounds them up), and the emulation is wired in
+    from keras_skipblock.quantization.layers import _requantize
+
+    ties = np.asarray(_requantize(np.float32([2.5, 3.5, -2.5, 300.0]), np.float32(1.0), -128.0, 127.0))
+    assert ties.tolist() == [2.0, 4.0, -2.0, 127.0]
+    assert conv.integer_output(images[:1], *conv.folded_kernel_and_bias()) is not None
+    # the ADD by hand (xnn_init_qs8_add_minmax_scalar_params): ratios as ~21-bit multipliers, one shift
+    from keras_skipblock.quantization import QuantAdd
+
+    add = qat.get_layer("add_quant")
+    assert isinstance(add, QuantAdd)
+    (s_a, _), (s_b, _) = (source() for source in add._input_scales)
+    s_a, s_b = np.float32(float(s_a)), np.float32(float(s_b))
+    s_o, z_o = (np.float32(float(v)) for v in add.range_qparams("output"))
+    ratios = np.float32([s_a / s_o, s_b / s_o])
+    shift = 20 - int(np.floor(np.log2(ratios.max())))
+    m_a, m_b = np.rint(ratios.astype("float64") * 2.0 ** shift)
+    q_a, q_b = np.array([[-7.0, 100.0, 3.0]]), np.array([[5.0, -128.0, 0.0]])  # levels - zero points
+    expected = np.clip(np.floor((q_a * m_a + q_b * m_b + 2.0 ** (shift - 1)) / 2.0 ** shift), -128 - z_o, 127 - z_o)
+    got = np.asarray(add.integer_output(q_a.astype("float32") * s_a, q_b.astype("float32") * s_b)) / s_o
+    assert np.array_equal(np.round(got), expected), (got, expected)
+    # the .tflite, every int8 tensor of the network: 0 values apart
+    flatbuffer = litert.convert(qat, quantize="int8", io_type="int8")
+    rows = layer_diff(qat, flatbuffer, images[64:])
+    assert {row["layer"] for row in rows} >= {conv.name, "logits"}, rows
+    assert all(row["max_levels"] == 0 for row in rows), rows
 
 
 def test_activation_ranges_are_moving_averages_then_frozen():
@@ -272,8 +356,9 @@ def test_fine_tune_with_bias_loss_lowers_the_loss(trained):
     model, summary, qat = trained
     assert isinstance(qat, ks.BiasLossModel)
     # The calibrated (PTQ-like) start vs after one QAT epoch at lr 3e-4, 500 test images.
-    # Measured val loss before -> after (KS_QAT_SEED=0 / 1 / 2): 0.823 -> 0.746 / 1.013 -> 0.767 /
-    # 0.730 -> 0.697: lowered by 0.03-0.25 on every seed.
+    # Measured val loss before -> after (KS_QAT_SEED=0 / 1 / 2): 0.820 -> 0.744 / 1.012 -> 0.751 /
+    # 0.730 -> 0.689 (inference emulating XNNPACK; float simulation: 0.823 -> 0.746 / 1.013 -> 0.767 /
+    # 0.730 -> 0.697): lowered by 0.04-0.26 on every seed.
     assert summary["val_loss"] < summary["val_loss_before"]
     assert np.isfinite(float(qat.bias_loss_variance_min.numpy()))
 
@@ -344,9 +429,8 @@ def test_converted_qat_model_is_int8_and_deploy_exact(trained, fashion):
     agreement = float(np.mean(tflite_logits.argmax(1) == keras_logits.argmax(1)))
     print(f"QAT deploy check: max {steps.max():.2f} steps, p99 {np.percentile(steps, 99):.2f}, "
           f"agreement {agreement:.4f}, loss {summary_line(trained)}")
-    # Measured (KS_QAT_SEED=0, 1, 2; 500 images): max 2.00 / 2.00 / 2.00 steps, 99th percentile
-    # 1.00 each; agreement 0.990 / 0.988 / 0.992. Every disagreement is an image whose two best
-    # Keras logits lie within 2 steps (a near-tie that one level of rounding noise flips).
+    # Measured (KS_QAT_SEED=0, 1, 2; 500 images): see P99_LOGIT_STEPS above. A disagreement may
+    # only be an image whose two best Keras logits lie within the logits' distance (a near-tie).
     assert np.percentile(steps, 99) <= P99_LOGIT_STEPS + 1e-3, np.percentile(steps, 99)
     assert steps.max() <= MAX_LOGIT_STEPS + 1e-3, steps.max()
     ordered = np.sort(keras_logits, axis=1)

@@ -19,7 +19,7 @@ test images and exits non-zero when float32 differs by more than
 --max_abs_diff or a quantized model agrees on fewer than --min_agreement of
 the top-1 labels. A quantization-aware model (best_qat.keras from a recipe's
 --qat_epochs) converts to int8 with no calibration images and is checked by
-tighter bounds: top-1 agreement >= 0.95 and logits within 10 output steps at
+tighter bounds: top-1 agreement >= 0.995 and logits within 2 output steps at
 the 99th percentile (docs/quantization.md). A detector (from recipes/voc.py) is calibrated and verified
 on real fashion_mnist_scenes: float32 detection by detection, int8 by its VOC
 mAP next to float32's, before writing (a file that loses more than 0.03 is
@@ -54,8 +54,8 @@ flags.DEFINE_integer("num_verify", 200, "Verification images.")
 flags.DEFINE_float("max_abs_diff", 1e-4, "float32: largest allowed |Δlogit|, times "
                    "max(1, max |logit|) (float32 rounding grows with the logits).")
 flags.DEFINE_float("min_agreement", None, "Quantized: smallest allowed top-1 agreement with Keras "
-                   "(default 0.9; 0.95 for the int8 file of a quantization-aware model, best_qat.keras, whose "
-                   "logits must also stay within 10 output steps at the 99th percentile).")
+                   "(default 0.9; 0.995 for the int8 file of a quantization-aware model, best_qat.keras, whose "
+                   "logits must also stay within 2 output steps at the 99th percentile).")
 flags.DEFINE_bool("int8_friendly", True,
                   "int8: trace hard-swish / average pooling in forms XNNPACK runs in int8.")
 flags.DEFINE_enum("io_type", "float32", ["float32", "int8"], "int8: input/output type of the .tflite.")

@@ -371,8 +371,10 @@ def convert_with_reference(model, quantize="none", representative_images=None, i
                 f"the model takes {input_shape}."
             )
 
+    from keras_skipblock.quantization.layers import tracing_for_conversion
+
     patch = int8_friendly_ops() if (quantize == "int8" and int8_friendly) else contextlib.nullcontext()
-    with patch:
+    with patch, tracing_for_conversion():  # QAT layers: their FakeQuant form, not their integer emulation
         concrete = spec.serving_function(model, input_shape)
         # A (variable-free) trackable object makes the converter write the
         # "serving_default" signature: images -> the spec's outputs.

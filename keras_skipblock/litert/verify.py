@@ -18,9 +18,10 @@ Classifiers (`compare`):
   `.tflite` should compute what the Keras QAT model computed in training, so
   the bound is tighter: top-1 agreement >= MIN_QAT_AGREEMENT and the 99th
   percentile of |Δlogit| <= MAX_QAT_P99_STEPS output quantization steps
-  (the step of the Keras model's logits quantizer). Both set from
-  measurements, below; the issue's target (>= 0.995 agreement, logits within
-  2 steps) is not met on deep networks (docs/quantization.md).
+  (the step of the Keras model's logits quantizer): the issue's target
+  (>= 0.995 agreement, logits within 2 steps), met with a margin since the
+  Keras QAT model emulates XNNPACK's integer arithmetic in inference
+  (measurements below and in docs/quantization.md).
 
 Detectors:
 
@@ -55,21 +56,24 @@ VERIFY_SCORE_THRESHOLD = 0.3
 # float). Both run on the same images, so sampling noise does not enter the difference.
 MAX_INT8_MAP_DROP = 0.03
 MIN_INT8_CHECK_SCENES = 200
-# QAT int8 `.tflite` vs the Keras QAT model it came from. Measured (docs/quantization.md):
+# QAT int8 `.tflite` (run by XNNPACK, LiteRT's default CPU engine) vs the Keras QAT model it came
+# from, whose inference emulates XNNPACK's integer arithmetic (docs/quantization.md, "Exact
+# conversion"). Measured, |Δlogit| in output steps:
 # - SkipblockNet-M w0.5 from `recipes/fashion_mnist.py --epochs=3 --steps_per_epoch=200
-#   --qat_epochs=1` (test top-1 0.866), all 10,000 test images: agreement 0.9848, 99th percentile
-#   6 steps, max 16; over the 50 slices of 200 images (the default --num_verify): agreement
-#   0.965-1.0 (mean 0.985), 99th percentile 5-7 steps;
-# - SkipblockNet-M w0.5 of benchmarks/qat_fashion_mnist.py (top-1 0.872), 10,000 images:
-#   agreement 0.9901, 99th percentile 5 steps, max 19;
-# - the tiny model of tests/test_quantization.py, 500 images, seeds 0/1/2: agreement
-#   0.990/0.988/0.992, 99th percentile 1.00 step, max 2.
-# Bounds with a margin: agreement >= 0.95 (worst 200-image slice 0.965; at the measured 1.5 %
-# disagreement rate, 3 of 200 are expected and the 11 that fail have a Poisson probability of
-# 4e-4), 99th percentile <= 10 steps (worst slice 7, +3). Tighter than post-training's 0.9
-# agreement, plus a bound on the logits; the issue's target (0.995, within 2 steps) is not met.
-MIN_QAT_AGREEMENT = 0.95
-MAX_QAT_P99_STEPS = 10.0
+#   --qat_epochs=1`, all 10,000 test images: agreement 1.0000, 99th percentile 0, max 0 with
+#   QuantAdd (bit-exact; max 2, 99.99 % equal with a float-simulated Add);
+# - SkipblockNet-M w0.5 of benchmarks/qat_fashion_mnist.py, 10,000 images: agreement 1.0000,
+#   99th percentile 0, max 2 with QuantAdd (99.988 % equal; max 6 with a float-simulated Add);
+# - the tiny model of tests/test_quantization.py, 500 images: see P99_LOGIT_STEPS there.
+# - TF_ENABLE_ONEDNN_OPTS=0 and one TF thread, 2,000 images: both bit-exact with QuantAdd (before
+#   the last two fixes: agreement 0.9995 / 1.0000, 99th percentile 1 / 0, max 3 / 1).
+# Bounds = the issue's target: agreement >= 0.995 (a 200-image check, convert.py's default, fails
+# at 2 disagreements: Poisson probability 2e-4 at the 1 in 10,000 measured with the defaults, 0.5 %
+# at the worst rate measured, 1 in 2,000) and the 99th percentile within 2 steps (measured <= 1).
+# The max is not bounded: models saved before QuantAdd (a float-simulated Add) keep 3-6 steps on
+# 0.027 % of one model's logits; Mul, MEAN and the hard-swish are still simulated in float.
+MIN_QAT_AGREEMENT = 0.995
+MAX_QAT_P99_STEPS = 2.0
 
 
 def verify(keras_model, tflite_model, images, quantize, max_abs_diff=MAX_ABS_DIFF,

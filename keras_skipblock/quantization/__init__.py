@@ -3,6 +3,7 @@ computes it, simulated in training, converted exactly (docs/quantization.md)."""
 
 from keras_skipblock.quantization.layers import (
     ActivationQuantizer,
+    QuantAdd,
     QuantAveragePooling,
     QuantConv,
     QuantHardActivation,
@@ -18,6 +19,6 @@ from keras_skipblock.quantization.transform import (
 from keras_skipblock.quantization.training import fine_tune
 
 __all__ = [
-    "ActivationQuantizer", "QuantAveragePooling", "QuantConv", "QuantHardActivation", "QuantRescaling",
+    "ActivationQuantizer", "QuantAdd", "QuantAveragePooling", "QuantConv", "QuantHardActivation", "QuantRescaling",
     "QuantizationError", "calibrate_ranges", "fine_tune", "freeze_ranges", "is_quantized", "quantize_model",
 ]

@@ -27,6 +27,8 @@ In inference the stored range is used. Weight ranges are the weights' own
 max |w| at every step (nothing to learn).
 """
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -40,6 +42,32 @@ _FUSABLE = ("linear", "relu", "relu6")
 # float32(3) plus one ulp, as conversion's int8 hard-swish (keeps the converter
 # from fusing the ops back into HARD_SWISH, which XNNPACK runs in float only).
 THREE_PLUS_ULP = float(np.nextafter(np.float32(3.0), np.float32(4.0)))
+
+
+_TRACING_FOR_CONVERSION = [False]
+
+
+@contextlib.contextmanager
+def tracing_for_conversion():
+    """Inside, QAT layers compute only their FakeQuant form (what the converter reads), not the
+    integer emulation they run in inference (`litert.convert` traces QAT models in here)."""
+    before = _TRACING_FOR_CONVERSION[0]
+    _TRACING_FOR_CONVERSION[0] = True
+    try:
+        yield
+    finally:
+        _TRACING_FOR_CONVERSION[0] = before
+
+
+def _emulating(training):
+    """Whether to emulate LiteRT's integer arithmetic: in inference, unless tracing for conversion."""
+    return not training and not _TRACING_FOR_CONVERSION[0]
+
+
+def _requantize(accumulator, multiplier, low, high):
+    """XNNPACK's int8 requantization ("fp32"): float32(int32 accumulator) x float32 multiplier,
+    rounded half to even, clamped to [low, high] (levels relative to the output zero point)."""
+    return ops.clip(ops.round(accumulator * multiplier), low, high)
 
 
 def fake_quant_activation(x, low, high):
@@ -63,6 +91,52 @@ def _weight_fake_quant(kernel, axis=-1):
     bound = ops.stop_gradient(bound)
     return keras.quantizers.fake_quant_with_min_max_vars(
         kernel, -bound, bound, num_bits=8, narrow_range=True, axis=axis)
+
+
+def _weight_bound(kernel, axis=-1):
+    """The range bound of `_weight_fake_quant(kernel, axis)`: max |w| per output channel along
+    `axis` (a scalar with axis=None); the int8 scale is bound / 127."""
+    if axis is None:
+        return ops.stop_gradient(ops.maximum(ops.max(ops.abs(kernel)), MIN_SPAN))
+    axis = axis % len(kernel.shape)
+    reduce_axes = tuple(i for i in range(len(kernel.shape)) if i != axis)
+    return ops.stop_gradient(ops.maximum(ops.max(ops.abs(kernel), axis=reduce_axes), MIN_SPAN))
+
+
+def _is_identity_pooling(node):
+    """Global average pooling of a 1x1 map: the converter drops it (and the requantization after it)."""
+    pooling = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalAveragePooling1D)
+    if not isinstance(node.operation, pooling) or len(node.input_tensors) != 1:
+        return False
+    spatial = tuple(node.input_tensors[0].shape[1:-1])
+    return len(spatial) > 0 and all(size == 1 for size in spatial)
+
+
+def _range_source(tensor):
+    """A function returning the int8 scale of symbolic `tensor` (the range of the QuantLayer that
+    wrote it, through layers that keep their input's scale: padding, reshapes, max pooling, ...),
+    or None when no quantizer of ours wrote it."""
+    from keras_skipblock import _compat
+    from keras_skipblock.quantization import transform  # transform imports this module
+
+    node = _compat.producer_node(tensor)
+    while node is not None:
+        op = node.operation
+        if _is_identity_pooling(node):
+            node = _compat.producer_node(node.input_tensors[0])
+            continue
+        if isinstance(op, QuantLayer):
+            name = op.output_range_name(node)
+            if name is None:  # a pass-through (pooling to the same size)
+                node = _compat.producer_node(node.input_tensors[0])
+                continue
+            return lambda: op.range_qparams(name)
+        same_scale = isinstance(op, transform._SAME_SCALE_LAYERS) or transform._is_layer_op(
+            op, transform._SAME_SCALE_OPS)
+        if not same_scale or len(node.input_tensors) != 1:
+            return None
+        node = _compat.producer_node(node.input_tensors[0])
+    return None
 
 
 class QuantLayer(keras.layers.Layer):
@@ -95,6 +169,29 @@ class QuantLayer(keras.layers.Layer):
         """{name: (min, max)} of the layer's activation ranges (floats)."""
         return {name: (float(getattr(self, f"{name}_min").numpy()), float(getattr(self, f"{name}_max").numpy()))
                 for name in self.range_names}
+
+    def range_qparams(self, name):
+        """(scale, zero point) of range `name` as the converter derives them from the FakeQuant's
+        float32 min/max (with this layer's `margin`, if any): in float64, 0 kept inside, scale
+        (max - min) / 255 stored as float32, zero point -128 - min / scale rounded and clamped.
+        Both float32 tensors, without gradient."""
+        low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
+        margin = getattr(self, "margin", 0.0)
+        if margin:
+            low, high = low * (1.0 + margin), high * (1.0 + margin)
+        low = ops.minimum(ops.cast(low, "float64"), 0.0)
+        high = ops.maximum(ops.cast(high, "float64"), 0.0)
+        scale = (high - low) / 255.0
+        zero = ops.clip(ops.round(-128.0 - low / scale), -128.0, 127.0)
+        return ops.stop_gradient(ops.cast(scale, "float32")), ops.stop_gradient(ops.cast(zero, "float32"))
+
+    def range_scale(self, name):
+        """The int8 scale of range `name` (`range_qparams`)."""
+        return self.range_qparams(name)[0]
+
+    def output_range_name(self, node):
+        """The range that quantizes this layer's output at `node` (None: the output is the input)."""
+        return "output"
 
     def _updating(self):
         allowed = ops.equal(self.ranges_frozen, 0)
@@ -153,7 +250,24 @@ class ActivationQuantizer(QuantLayer):
     def build(self, input_shape):
         self.add_ranges("output")
 
+    def __call__(self, inputs, *args, **kwargs):
+        if isinstance(inputs, keras.KerasTensor):  # graph building: is the op before an identity?
+            from keras_skipblock import _compat
+
+            node = _compat.producer_node(inputs)
+            self._identity = node is not None and _is_identity_pooling(node) and (
+                _range_source(inputs) is not None)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def output_range_name(self, node):
+        return None if getattr(self, "_identity", False) else "output"
+
     def call(self, inputs, training=False):
+        if getattr(self, "_identity", False):
+            # Its input is already int8 at the producer's scale and the converter drops the identity
+            # op with this requantization: the .tflite keeps the producer's scale, and so do we.
+            self.count_step(training)
+            return inputs
         out = self.fake_quant(inputs, "output", training, margin=self.margin)
         self.count_step(training)
         return out
@@ -231,13 +345,19 @@ class QuantConv(QuantLayer):
                                                    name="moving_variance")
         self.add_ranges(*(("output",) if self.quantize_output else ()))
 
+    def __call__(self, inputs, *args, **kwargs):
+        if isinstance(inputs, keras.KerasTensor):  # graph building (quantize_model or loading): link the input's range
+            self._input_scale = _range_source(inputs)  # a function: not tracked as a sublayer
+        return super().__call__(inputs, *args, **kwargs)
+
     def folded_kernel_and_bias(self):
         """(kernel, bias) with the BN folded in, before weight quantization."""
         kernel = self.kernel
         bias = self.bias if self.use_bias else ops.zeros((self.out_channels,), kernel.dtype)
         if not self.batchnorm:
             return kernel, bias
-        scale = self.gamma / ops.sqrt(self.moving_variance + self.epsilon)
+        # gamma * rsqrt: the form the converter's graph optimizer folds it to (same float32 weights)
+        scale = self.gamma * ops.rsqrt(self.moving_variance + self.epsilon)
         if self.kind == "depthwise":
             kernel = kernel * ops.reshape(scale, (kernel.shape[2], kernel.shape[3]))
         else:
@@ -254,18 +374,73 @@ class QuantConv(QuantLayer):
             return ops.reshape(_weight_fake_quant(flat, -1), shape)
         return _weight_fake_quant(kernel, None if self.kind == "dense" else -1)
 
+    def weight_bound(self, folded_kernel):
+        """max |w| of the folded kernel per output channel (a scalar for dense)."""
+        if self.kind == "depthwise":
+            shape = folded_kernel.shape
+            return _weight_bound(ops.reshape(folded_kernel, (shape[0], shape[1], 1, shape[2] * shape[3])), -1)
+        return _weight_bound(folded_kernel, None if self.kind == "dense" else -1)
+
+    def weight_scale(self, folded_kernel):
+        """The int8 scale of the folded kernel per output channel (a scalar for dense): bound / 127."""
+        return self.weight_bound(folded_kernel) / 127.0
+
+    def quantized_bias(self, bias, folded_kernel):
+        """`bias` rounded to the int32 grid LiteRT stores it on, scale input scale x weight scale
+        (when the input's range is known), with a straight-through gradient."""
+        input_qparams = getattr(self, "_input_scale", None)
+        if input_qparams is None:
+            return bias
+        step = input_qparams()[0] * self.weight_scale(folded_kernel)
+        return bias + ops.stop_gradient(ops.round(bias / step) * step - bias)
+
+    def _linear(self, inputs, kernel):
+        if self.kind == "conv":
+            return ops.conv(inputs, kernel, strides=self.strides, padding=self.padding,
+                            dilation_rate=self.dilation_rate)
+        if self.kind == "depthwise":
+            return ops.depthwise_conv(inputs, kernel, strides=self.strides, padding=self.padding,
+                                      dilation_rate=self.dilation_rate)
+        return ops.matmul(inputs, kernel)
+
+    def integer_output(self, inputs, folded, bias):
+        """The layer's output as XNNPACK computes it from the int8 input: int32 accumulator of
+        int8 levels (exact in float32 below 2**24) plus the int32 bias, requantized with the
+        float32 multiplier s_in * s_w / s_out, rounded half to even, clamped (fused ReLU/ReLU6
+        included), dequantized. None when the input's range is unknown or the output has no range of its own (a Concatenate's)."""
+        input_qparams = getattr(self, "_input_scale", None)
+        if input_qparams is None or not self.quantize_output:  # no range of its own: a Concatenate's
+            return None
+        s_in = input_qparams()[0]
+        bound = self.weight_bound(folded)
+        s_w = bound / 127.0
+        s_out, zero = self.range_qparams("output")
+        if self.kind == "depthwise":
+            bound = ops.reshape(bound, (folded.shape[2], folded.shape[3]))
+        # The int8 weights are the FakeQuant's levels (the converter's graph folds that op on the
+        # constant kernel): float32 rounding of TF's kernel, ties (w / s_w = 48.4999966 in float64,
+        # 48.5 in float32) included.
+        levels_w = ops.round(self.quantized_kernel(folded) / (bound / 127.0))
+        levels_in = ops.round(inputs / s_in)
+        bias_levels = ops.round(bias / (s_in * s_w))
+        accumulator = self._linear(levels_in, levels_w) + bias_levels
+        low, high = -128.0 - zero, 127.0 - zero
+        if self.activation in ("relu", "relu6"):
+            low = ops.maximum(low, 0.0)
+        if self.activation == "relu6":
+            high = ops.minimum(high, ops.round(6.0 / s_out))
+        levels = _requantize(accumulator, s_in * s_w / s_out, low, high)
+        return levels * s_out
+
     def call(self, inputs, training=False):
         folded, bias = self.folded_kernel_and_bias()  # once per step: the kernel and bias share the BN scale
+        bias = self.quantized_bias(bias, folded)
+        if _emulating(training):
+            out = self.integer_output(inputs, folded, bias)
+            if out is not None:
+                return out
         kernel = self.quantized_kernel(folded)
-        if self.kind == "conv":
-            x = ops.conv(inputs, kernel, strides=self.strides, padding=self.padding,
-                         dilation_rate=self.dilation_rate)
-        elif self.kind == "depthwise":
-            x = ops.depthwise_conv(inputs, kernel, strides=self.strides, padding=self.padding,
-                                   dilation_rate=self.dilation_rate)
-        else:
-            x = ops.matmul(inputs, kernel)
-        x = _apply_activation(x + bias, self.activation)
+        x = _apply_activation(self._linear(inputs, kernel) + bias, self.activation)
         out = self.fake_quant(x, "output", training) if self.quantize_output else x
         self.count_step(training)
         return out
@@ -293,6 +468,9 @@ class QuantHardActivation(QuantLayer):
     def build(self, input_shape):
         names = ("shifted", "gate") + (("output",) if self.kind == "hard_swish" else ())
         self.add_ranges(*names)
+
+    def output_range_name(self, node):
+        return "output" if self.kind == "hard_swish" else "gate"
 
     def call(self, inputs, training=False):
         shifted = self.fake_quant(ops.relu6(inputs + THREE_PLUS_ULP), "shifted", training)
@@ -347,6 +525,11 @@ class QuantAveragePooling(QuantLayer):
 
     def build(self, input_shape):
         self.add_ranges("rows", "output")
+
+    def output_range_name(self, node):
+        x = node.input_tensors[0]
+        out = node.output_tensors[0]
+        return None if tuple(x.shape[1:3]) == tuple(out.shape[1:3]) else "output"
 
     def call(self, inputs, training=False):
         x, like = (inputs[0], inputs[1]) if isinstance(inputs, (list, tuple)) else (inputs, None)
@@ -410,4 +593,50 @@ class QuantRescaling(QuantLayer):
         return {**super().get_config(), "scale": self.scale, "offset": self.offset}
 
 
-QUANT_LAYERS = (ActivationQuantizer, QuantConv, QuantHardActivation, QuantAveragePooling, QuantRescaling)
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class QuantAdd(QuantLayer):
+    """Add of two int8 tensors with an int8 output (a keras Add and the quantizer after it, in one
+    layer so that inference can emulate XNNPACK's integer ADD, which needs both inputs)."""
+
+    def build(self, input_shape):
+        self.add_ranges("output")
+
+    def __call__(self, inputs, *args, **kwargs):
+        if all(isinstance(x, keras.KerasTensor) for x in inputs):  # graph building: link the inputs' ranges
+            sources = [_range_source(x) for x in inputs]
+            self._input_scales = None if None in sources else sources
+        return super().__call__(inputs, *args, **kwargs)
+
+    def integer_output(self, a, b):
+        """XNNPACK's qs8 ADD (`xnn_init_qs8_add_minmax_scalar_params`): each input's scale ratio
+        s / s_out as a ~21-bit integer multiplier m = rint(ratio * 2**k), k = 20 - exponent of the
+        larger ratio; out = ((qa - za) * ma + (qb - zb) * mb + 2**(k - 1)) >> k, clamped."""
+        (s_a, _), (s_b, _) = (source() for source in self._input_scales)
+        s_out, zero = self.range_qparams("output")
+        ratio_a, ratio_b = s_a / s_out, s_b / s_out  # float32, as XNNPACK
+        exponent = ops.floor(ops.log2(ops.cast(ops.maximum(ratio_a, ratio_b), "float64")))
+        shift = 20.0 - exponent
+        power = ops.power(ops.cast(2.0, "float64"), shift)
+        m_a = ops.round(ops.cast(ratio_a, "float64") * power)  # exact scaling, rint half to even
+        m_b = ops.round(ops.cast(ratio_b, "float64") * power)
+        levels_a = ops.round(ops.cast(a, "float64") / ops.cast(s_a, "float64"))
+        levels_b = ops.round(ops.cast(b, "float64") / ops.cast(s_b, "float64"))
+        accumulator = levels_a * m_a + levels_b * m_b + power / 2.0  # exact in float64
+        levels = ops.clip(ops.floor(accumulator / power), ops.cast(-128.0 - zero, "float64"),
+                          ops.cast(127.0 - zero, "float64"))
+        return ops.cast(levels, "float32") * s_out
+
+    def call(self, inputs, training=False):
+        a, b = inputs
+        if _emulating(training) and getattr(self, "_input_scales", None) is not None:
+            return self.integer_output(a, b)
+        out = self.fake_quant(ops.add(a, b), "output", training)
+        self.count_step(training)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+
+QUANT_LAYERS = (ActivationQuantizer, QuantConv, QuantHardActivation, QuantAveragePooling, QuantRescaling,
+                QuantAdd)

@@ -10,7 +10,10 @@ The graph is rebuilt node by node (a node is one call of a layer or op):
 - hard-swish and hard-sigmoid activations become `QuantHardActivation`;
 - non-overlapping average pooling and SkipblockNet's adaptive pooling become
   `QuantAveragePooling`; Rescaling / InputScaling `QuantRescaling`;
-- ops that write a new int8 tensor (Add, Subtract, Multiply, Concatenate,
+- a keras Add of two tensors becomes one `QuantAdd` (the addition and its int8
+  output, so that inference can emulate XNNPACK's integer ADD), unless a ReLU
+  alone reads it;
+- other ops that write a new int8 tensor (Add, Subtract, Multiply, Concatenate,
   global average pooling, a standalone ReLU, ops with a scalar such as
   MobileNetV3's `x + 3`) are copied and followed by an `ActivationQuantizer`,
   except when a ReLU alone reads them: the ReLU is fused into them in the
@@ -36,6 +39,7 @@ from keras_skipblock.quantization.layers import (
     INPUT_MARGIN,
     QUANT_LAYERS,
     ActivationQuantizer,
+    QuantAdd,
     QuantAveragePooling,
     QuantConv,
     QuantHardActivation,
@@ -220,15 +224,18 @@ def _lookup(new):
     return lookup
 
 
-def _quantize_after(op, node, tensor, graph, options, name=None):
+def _quantize_after(op, node, tensor, graph, options, name=None, probe=False):
     """`tensor` (written by `node`) followed by an ActivationQuantizer, unless a
-    plain ReLU alone reads it and `op` fuses ReLUs (then the ReLU quantizes)."""
+    plain ReLU alone reads it and `op` fuses ReLUs (then the ReLU quantizes).
+    With probe=True: only whether a quantizer would follow (True/False)."""
     if id(node.outputs[0]) in graph.concatenated:
-        return tensor  # the Concatenate it reaches quantizes it
+        return False if probe else tensor  # the Concatenate it reaches quantizes it
     reader = graph.sole_consumer(node.outputs[0])
     fusing = isinstance(op, _RELU_FUSING) or _is_layer_op(op, _REQUANTIZING_OPS)
     if fusing and reader is not None and _relu_kind(reader.operation):
-        return tensor
+        return False if probe else tensor
+    if probe:
+        return True
     return ActivationQuantizer(name=name or f"{op.name}_quant", **options)(tensor)
 
 
@@ -336,6 +343,9 @@ def _rebuild(op, node, args, kwargs, graph, absorbed, options):
         return _activation(op, name, args[0], options)
     if isinstance(op, _SAME_SCALE_LAYERS) or _is_layer_op(op, _SAME_SCALE_OPS):
         return _clone(op)(*args, **kwargs)
+    if (type(op) is keras.layers.Add and len(args) == 1 and len(args[0]) == 2 and not kwargs
+            and _quantize_after(op, node, None, graph, options, probe=True)):
+        return QuantAdd(name=f"{op.name}_quant", **options)(list(args[0]))  # emulates XNNPACK's ADD
     if isinstance(op, _REQUANTIZING_LAYERS) or _is_layer_op(op, _REQUANTIZING_OPS):
         out = _clone(op)(*args, **kwargs)
         return _quantize_after(op, node, out, graph, options)
