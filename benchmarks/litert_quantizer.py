@@ -7,8 +7,9 @@ images and test split:
 
   fp32        the float `.tflite`, traced in the int8-friendly ops the converter's int8 uses
               (`litert.int8_friendly_ops`; mathematically equal to the plain fp32 file);
-  converter   `litert.convert(model, "int8", calibration)`: the project's PTQ (for a detector the
-              post-processing stays float32, `conversion._quantize_network_only`);
+  converter   `litert.convert(model, "int8", calibration)`: the project's PTQ (the converter's
+              calibration for a classifier; for a detector ranges averaged per image through
+              `conversion._calibrated_copy`, post-processing float32);
   w8a8        the Quantizer's `static_wi8_ai8` recipe on that fp32 file, same calibration images,
               ranges as the Quantizer takes them by default (each image's min/max, moving average);
   w8a8 min-max  the same with the extremes over all calibration images, as the converter takes them;
@@ -169,7 +170,7 @@ def main(argv=None):
         converter_seconds = time.time() - t
 
     float_regex = None
-    if detector:  # the post-processing and the ops writing the outputs, as `_quantize_network_only` keeps them
+    if detector:  # the post-processing and the ops writing the outputs, as the project's int8 path keeps them
         outputs = [d["name"] for d in litert.LiteRTDetector(fp32).interpreter.get_output_details()]
         float_regex = "|".join([re.escape(spec.postprocess_scope)] + [f"^{re.escape(n)};" for n in outputs])
     files = {"fp32": fp32, "converter int8": converter_int8}
