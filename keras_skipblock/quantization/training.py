@@ -94,10 +94,7 @@ def fine_tune(model, train_data, validation_data=None, epochs=2, learning_rate=1
     qat.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate), loss=loss,
                 metrics=list(metrics) if metrics else None, run_eagerly=run_eagerly, jit_compile=jit_compile)
     if calibration_batches:
-        for i, images in enumerate(_batches(train_data, batch_size)):
-            if i >= calibration_batches:
-                break
-            calibrate_ranges(qat, images, batch_size=len(images))
+        calibrate_ranges(qat, _batches(train_data, batch_size), steps=calibration_batches)
     if range_epochs == 0:
         freeze_ranges(qat)
 

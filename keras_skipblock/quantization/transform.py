@@ -377,19 +377,25 @@ def freeze_ranges(model, frozen=True):
 def calibrate_ranges(model, images, batch_size=32, steps=None):
     """Set the activation ranges of a freshly quantized model from real images
     (forward passes in training mode, moving averages as in training), without
-    changing any weight. Dropout is active during these passes, as in training.
-    With batch_size=1 a range is the moving average of each image's own minimum
-    and maximum, not the extremes of batches. The pass is traced once (eager
-    passes cost ~10x more per image on small models)."""
+    changing any weight; returns the number of passes. Dropout is active during
+    these passes, as in training.
+
+    `images`: an array (n, H, W, C), passed `batch_size` at a time, or an iterable
+    of image batches, passed as they come; at most `steps` passes. With
+    batch_size=1 a range is the moving average of each image's own minimum and
+    maximum, not the extremes of batches. The pass is traced (eager passes cost
+    ~10x more per image on small models)."""
     import numpy as np
     import tensorflow as tf
 
-    images = np.asarray(images, "float32")
-    forward = tf.function(lambda batch: model(batch, training=True))  # retraces only for a last, smaller batch
+    if hasattr(images, "shape"):
+        array = np.asarray(images, "float32")
+        images = (array[start:start + batch_size] for start in range(0, len(array), batch_size))
+    forward = tf.function(lambda batch: model(batch, training=True), reduce_retracing=True)
     count = 0
-    for start in range(0, len(images), batch_size):
-        forward(tf.constant(images[start:start + batch_size]))
-        count += 1
+    for batch in images:
         if steps is not None and count >= steps:
             break
+        forward(tf.constant(np.asarray(batch, "float32")))
+        count += 1
     return count
