@@ -75,22 +75,18 @@ def fake_quant_activation(x, low, high):
     return keras.quantizers.fake_quant_with_min_max_vars(x, low, high, num_bits=8, narrow_range=False)
 
 
-def _weight_fake_quant(kernel, axis=-1):
+def _weight_fake_quant(kernel, axis=-1, bound=None):
     """Symmetric narrow-range int8 fake quantization of `kernel`, per channel
     along `axis` (the output channels; what LiteRT stores for conv weights) or,
     with axis=None, per tensor (its FULLY_CONNECTED weights: the converter
-    transposes a Dense kernel and refuses to carry a per-channel axis across)."""
+    transposes a Dense kernel and refuses to carry a per-channel axis across).
+    `bound`: `_weight_bound(kernel, axis)`, when the caller has it already."""
+    bound = _weight_bound(kernel, axis) if bound is None else bound
     if axis is None:
-        bound = ops.stop_gradient(ops.maximum(ops.max(ops.abs(kernel)), MIN_SPAN))
         return keras.quantizers.fake_quant_with_min_max_vars(kernel, -bound, bound, num_bits=8,
                                                              narrow_range=True)
-    ndim = len(kernel.shape)
-    axis = axis % ndim
-    reduce_axes = tuple(i for i in range(ndim) if i != axis)
-    bound = ops.maximum(ops.max(ops.abs(kernel), axis=reduce_axes), MIN_SPAN)
-    bound = ops.stop_gradient(bound)
     return keras.quantizers.fake_quant_with_min_max_vars(
-        kernel, -bound, bound, num_bits=8, narrow_range=True, axis=axis)
+        kernel, -bound, bound, num_bits=8, narrow_range=True, axis=axis % len(kernel.shape))
 
 
 def _weight_bound(kernel, axis=-1):
@@ -184,10 +180,6 @@ class QuantLayer(keras.layers.Layer):
         scale = (high - low) / 255.0
         zero = ops.clip(ops.round(-128.0 - low / scale), -128.0, 127.0)
         return ops.stop_gradient(ops.cast(scale, "float32")), ops.stop_gradient(ops.cast(zero, "float32"))
-
-    def range_scale(self, name):
-        """The int8 scale of range `name` (`range_qparams`)."""
-        return self.range_qparams(name)[0]
 
     def output_range_name(self, node):
         """The range that quantizes this layer's output at `node` (None: the output is the input)."""
@@ -364,34 +356,34 @@ class QuantConv(QuantLayer):
             kernel = kernel * scale
         return kernel, self.beta + (bias - self.moving_mean) * scale
 
-    def quantized_kernel(self, folded_kernel=None):
-        """The folded kernel (`folded_kernel`, or folded here) fake-quantized as LiteRT stores it."""
-        kernel = self.folded_kernel_and_bias()[0] if folded_kernel is None else folded_kernel
+    def _per_channel(self, kernel):
+        """(kernel as quantized, axis): depthwise output channel c * multiplier + m along the
+        flattened last two axes; dense per tensor (axis None)."""
         if self.kind == "depthwise":
-            # Output channel c * multiplier + m: fake-quantize along the flattened last two axes.
             shape = kernel.shape
-            flat = ops.reshape(kernel, (shape[0], shape[1], 1, shape[2] * shape[3]))
-            return ops.reshape(_weight_fake_quant(flat, -1), shape)
-        return _weight_fake_quant(kernel, None if self.kind == "dense" else -1)
+            return ops.reshape(kernel, (shape[0], shape[1], 1, shape[2] * shape[3])), -1
+        return kernel, None if self.kind == "dense" else -1
 
     def weight_bound(self, folded_kernel):
-        """max |w| of the folded kernel per output channel (a scalar for dense)."""
-        if self.kind == "depthwise":
-            shape = folded_kernel.shape
-            return _weight_bound(ops.reshape(folded_kernel, (shape[0], shape[1], 1, shape[2] * shape[3])), -1)
-        return _weight_bound(folded_kernel, None if self.kind == "dense" else -1)
+        """max |w| of the folded kernel per output channel (a scalar for dense); its int8 scale
+        is bound / 127."""
+        return _weight_bound(*self._per_channel(folded_kernel))
 
-    def weight_scale(self, folded_kernel):
-        """The int8 scale of the folded kernel per output channel (a scalar for dense): bound / 127."""
-        return self.weight_bound(folded_kernel) / 127.0
+    def quantized_kernel(self, folded_kernel=None, bound=None):
+        """The folded kernel (`folded_kernel`, or folded here) fake-quantized as LiteRT stores it
+        (`bound`: its `weight_bound`, when known)."""
+        kernel = self.folded_kernel_and_bias()[0] if folded_kernel is None else folded_kernel
+        view, axis = self._per_channel(kernel)
+        return ops.reshape(_weight_fake_quant(view, axis, bound), kernel.shape)
 
-    def quantized_bias(self, bias, folded_kernel):
+    def quantized_bias(self, bias, folded_kernel, bound=None):
         """`bias` rounded to the int32 grid LiteRT stores it on, scale input scale x weight scale
         (when the input's range is known), with a straight-through gradient."""
         input_qparams = getattr(self, "_input_scale", None)
         if input_qparams is None:
             return bias
-        step = input_qparams()[0] * self.weight_scale(folded_kernel)
+        bound = self.weight_bound(folded_kernel) if bound is None else bound
+        step = input_qparams()[0] * (bound / 127.0)
         return bias + ops.stop_gradient(ops.round(bias / step) * step - bias)
 
     def _linear(self, inputs, kernel):
@@ -403,7 +395,7 @@ class QuantConv(QuantLayer):
                                       dilation_rate=self.dilation_rate)
         return ops.matmul(inputs, kernel)
 
-    def integer_output(self, inputs, folded, bias):
+    def integer_output(self, inputs, folded, bias, bound=None):
         """The layer's output as XNNPACK computes it from the int8 input: int32 accumulator of
         int8 levels (exact in float32 below 2**24) plus the int32 bias, requantized with the
         float32 multiplier s_in * s_w / s_out, rounded half to even, clamped (fused ReLU/ReLU6
@@ -412,15 +404,14 @@ class QuantConv(QuantLayer):
         if input_qparams is None or not self.quantize_output:  # no range of its own: a Concatenate's
             return None
         s_in = input_qparams()[0]
-        bound = self.weight_bound(folded)
+        bound = self.weight_bound(folded) if bound is None else bound
         s_w = bound / 127.0
         s_out, zero = self.range_qparams("output")
-        if self.kind == "depthwise":
-            bound = ops.reshape(bound, (folded.shape[2], folded.shape[3]))
+        kernel_bound = ops.reshape(bound, folded.shape[2:]) if self.kind == "depthwise" else bound
         # The int8 weights are the FakeQuant's levels (the converter's graph folds that op on the
         # constant kernel): float32 rounding of TF's kernel, ties (w / s_w = 48.4999966 in float64,
         # 48.5 in float32) included.
-        levels_w = ops.round(self.quantized_kernel(folded) / (bound / 127.0))
+        levels_w = ops.round(self.quantized_kernel(folded, bound) / (kernel_bound / 127.0))
         levels_in = ops.round(inputs / s_in)
         bias_levels = ops.round(bias / (s_in * s_w))
         accumulator = self._linear(levels_in, levels_w) + bias_levels
@@ -434,12 +425,13 @@ class QuantConv(QuantLayer):
 
     def call(self, inputs, training=False):
         folded, bias = self.folded_kernel_and_bias()  # once per step: the kernel and bias share the BN scale
-        bias = self.quantized_bias(bias, folded)
+        bound = self.weight_bound(folded)  # once: the kernel's int8 grid sets the bias's too
+        bias = self.quantized_bias(bias, folded, bound)
         if _emulating(training):
-            out = self.integer_output(inputs, folded, bias)
+            out = self.integer_output(inputs, folded, bias, bound)
             if out is not None:
                 return out
-        kernel = self.quantized_kernel(folded)
+        kernel = self.quantized_kernel(folded, bound)
         x = _apply_activation(self._linear(inputs, kernel) + bias, self.activation)
         out = self.fake_quant(x, "output", training) if self.quantize_output else x
         self.count_step(training)
