@@ -127,9 +127,7 @@ def _range_source(tensor):
                 node = _compat.producer_node(node.input_tensors[0])
                 continue
             return lambda: op.range_qparams(name)
-        same_scale = isinstance(op, transform._SAME_SCALE_LAYERS) or transform._is_layer_op(
-            op, transform._SAME_SCALE_OPS)
-        if not same_scale or len(node.input_tensors) != 1:
+        if not transform.keeps_scale(op) or len(node.input_tensors) != 1:
             return None
         node = _compat.producer_node(node.input_tensors[0])
     return None

@@ -96,6 +96,11 @@ def _is_layer_op(op, names):
     return not isinstance(op, keras.layers.Layer) and type(op).__name__ in names
 
 
+def keeps_scale(op):
+    """Whether `op` writes its input's int8 scale (padding, reshapes, max pooling, ...)."""
+    return isinstance(op, _SAME_SCALE_LAYERS) or _is_layer_op(op, _SAME_SCALE_OPS)
+
+
 def _clone(op):
     """A fresh copy of a stateless layer or op (same config)."""
     return op.__class__.from_config(op.get_config())
@@ -138,8 +143,7 @@ class _Graph:
                     shared.add(id(tensor))
                     source = producer.get(id(tensor))
                     op = None if source is None else source.operation
-                    if not (isinstance(op, _SAME_SCALE_LAYERS) or _is_layer_op(op, _SAME_SCALE_OPS)) or len(
-                            source.input_tensors) != 1:
+                    if not keeps_scale(op) or len(source.input_tensors) != 1:
                         break
                     tensor = source.input_tensors[0]
         return shared
@@ -341,7 +345,7 @@ def _rebuild(op, node, args, kwargs, graph, absorbed, options):
         if name == "linear":
             return args[0]
         return _activation(op, name, args[0], options)
-    if isinstance(op, _SAME_SCALE_LAYERS) or _is_layer_op(op, _SAME_SCALE_OPS):
+    if keeps_scale(op):
         return _clone(op)(*args, **kwargs)
     if (type(op) is keras.layers.Add and len(args) == 1 and len(args[0]) == 2 and not kwargs
             and _quantize_after(op, node, None, graph, options, probe=True)):
