@@ -261,7 +261,7 @@ def _postprocess(deltas, logits, anchors, max_detections, iou_threshold, score_t
     # Softmax spelt out, with a reciprocal: the converter fuses tf.nn.softmax and exp / sum into
     # SOFTMAX, which it gives a fixed int8 output range (steps of 1/256) wherever its input is
     # int8, as a quantization-aware graph's logits are. These ops have no range, so they stay
-    # float32 there (as the denylist keeps them in post-training int8).
+    # float32 there.
     exp = tf.exp(logits - tf.reduce_max(logits, axis=-1, keepdims=True))
     scores = (exp * tf.math.reciprocal(tf.reduce_sum(exp, axis=-1, keepdims=True)))[:, 1:]  # no background
     yxyx = tf.gather(boxes, [1, 0, 3, 2], axis=1)  # NMS takes (y1, x1, y2, x2)
@@ -381,8 +381,8 @@ def convert_with_reference(model, quantize="none", representative_images=None, i
                 float_flatbuffer = converter.convert()
                 calibrated = _calibrated_copy(model, representative_images)
                 converter = _converter(spec.serving_function(calibrated, input_shape))
-                return _quantization_aware_network(converter, spec.postprocess_scope)[0], float_flatbuffer
-            return _quantization_aware_network(converter, spec.postprocess_scope)
+                return _quantization_aware_network(converter, spec.postprocess_scope), float_flatbuffer
+            return _quantization_aware_network(converter, spec.postprocess_scope), None
         if quantize != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "float16":
@@ -439,7 +439,7 @@ def _calibrated_copy(detector, images):
 
 
 def _quantization_aware_network(converter, scope):
-    """(int8 network with float32 post-processing, None) of a quantization-aware
+    """The int8 network with float32 post-processing of a quantization-aware
     detector (trained, or calibrated by `_calibrated_copy`), from one conversion
     without calibration images.
 
@@ -453,8 +453,8 @@ def _quantization_aware_network(converter, scope):
     is why `_postprocess` spells the softmax out. `_check_network_int8` then
     refuses a file with a float32 op inside the network.
 
-    No float32 flatbuffer is converted on the way (None is returned in its place):
-    the mAP check converts its reference when it needs one, `convert(model, "none")`,
+    No float32 flatbuffer is converted on the way: for a trained QAT detector the mAP
+    check converts its reference when it needs one, `convert(model, "none")`,
     which for a quantization-aware model is the same graph with each FakeQuant as a
     QUANTIZE/DEQUANTIZE pair, i.e. what the Keras QAT model computes, in float32.
     """
@@ -463,7 +463,7 @@ def _quantization_aware_network(converter, scope):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     flatbuffer = converter.convert()
     _check_network_int8(flatbuffer, scope)
-    return flatbuffer, None
+    return flatbuffer
 
 
 def _check_network_int8(flatbuffer, scope):
