@@ -238,7 +238,7 @@ def augment_example(image, boxes, classes, seed, image_size, mode="ssd"):
     boxes = _map_boxes(boxes, plan_x, plan_y, width, height, image_size)
     # The slice of the source that the output shows, resized onto its span of the output.
     span = tf.stack([plan_y[3] - plan_y[2], plan_x[3] - plan_x[2]])
-    out = tf.image.resize(tf.cast(image[plan_y[0]:plan_y[1], plan_x[0]:plan_x[1]], tf.float32),
+    out = tf.image.resize(image[plan_y[0]:plan_y[1], plan_x[0]:plan_x[1]],  # uint8 in, float32 out: no float copy
                           tf.maximum(span, 1))[:span[0], :span[1]]
     if mode == "ssd":
         # only a zoom-out leaves canvas around the source: the image's mean colour (of every
