@@ -60,7 +60,7 @@ def _numpy_stats(model, layer_names, x):
     return stats
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def images(digits):
     x, y = digits
     return x[:200] * 2.0 - 1.0, y[:200]  # [-1, 1], the project's convention

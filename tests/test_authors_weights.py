@@ -29,14 +29,14 @@ ACTIVATIONS = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def expected():
     if not os.path.isdir(FIXTURE):
         pytest.fail(f"the authors' fixture is missing: {os.path.abspath(FIXTURE)} (CI has ../shared)")
     return dict(np.load(os.path.join(FIXTURE, "expected.npz")))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def imported():
     # The side under test: perturbed only when tools/check_tolerances.py asks.
     return perturb_weights(ks.models.SkipblockNetM(weights=PTH, num_classes=1000, include_preprocessing=True))

@@ -60,7 +60,7 @@ def _voc(root, image_ids, image_set, corrupt=False):
         f.write("".join(f"{i}\n" for i in image_ids))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def files(tmp_path_factory):
     """Every fixture file once: tiny models, broken files, small image folders."""
     import keras

@@ -332,7 +332,7 @@ def _tiny_backbone():
     return keras.Model(inputs, x, name="tiny")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained():
     return train_tiny_detector(seed=0)
 

@@ -72,7 +72,7 @@ def _tiny_model(keras, size=28):
     return ks.BiasLossModel(image, {"logits": logits, "features": features}, name="tiny")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fashion():
     from keras_skipblock.data.fashion_mnist import find_fashion_mnist, load_fashion_mnist
 
@@ -88,7 +88,7 @@ def fashion():
     return prep(xt[:3000]), yt[:3000].astype("int32"), prep(xv[:500]), yv[:500].astype("int32")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(fashion, tmp_path_factory):
     """(float model, fine_tune summary, QAT model reloaded from best_qat.keras)."""
     import keras
@@ -239,6 +239,27 @@ def test_inference_emulates_xnnpack_integer_arithmetic_exactly():
     rows = layer_diff(qat, flatbuffer, images[64:])
     assert {row["layer"] for row in rows} >= {conv.name, "logits"}, rows
     assert all(row["max_levels"] == 0 for row in rows), rows
+
+
+@pytest.mark.parametrize("kind, kwargs", [
+    ("conv", dict(filters=5, kernel_size=(3, 3), strides=(2, 2), padding="same")),
+    ("conv", dict(filters=4, kernel_size=(3, 2), strides=(2, 1), padding="valid")),
+    ("conv", dict(filters=3, kernel_size=(3, 3), dilation_rate=(2, 2), padding="valid")),
+    ("depthwise", dict(kernel_size=(5, 5), strides=(2, 2), padding="same", depth_multiplier=2)),
+    ("depthwise", dict(kernel_size=(3, 3), strides=(3, 3), padding="valid")),
+    ("dense", dict(filters=6)),
+])
+def test_conv_output_shape_is_what_it_computes(kind, kwargs):
+    """QuantConv states its output shape (Keras then need not trace `call` to build a model):
+    the shape of what it computes, odd sizes and unknown ones included."""
+    from keras_skipblock.quantization import QuantConv
+
+    shape = (2, 9, 7, 3) if kind != "dense" else (2, 3)
+    layer = QuantConv(kind, **kwargs)
+    computed = tuple(layer(np.zeros(shape, "float32")).shape)
+    assert tuple(layer.compute_output_shape(shape)) == computed
+    if kind != "dense":
+        assert tuple(layer.compute_output_shape((None, None, 7, 3))) == (None, None, *computed[2:])
 
 
 def test_activation_ranges_are_moving_averages_then_frozen():

@@ -70,7 +70,7 @@ def network_output_steps(qat, flatbuffer, images):
     return steps
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def qat(tmp_path_factory):
     return qat_tiny_detector(0, tmp_path_factory.mktemp("qat_detector"))
 

@@ -45,7 +45,7 @@ def split_digits(x, y):
     return x[train], y[train], x[test], y[test]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def data(digits):
     return split_digits(*digits)
 
@@ -100,12 +100,12 @@ def train_tiny_model(x_train, y_train, seed=0):
     return model
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(data):
     return train_tiny_model(data[0], data[1])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def int8_model(trained, data):
     return litert.convert(trained, "int8", data[0][:200])
 
