@@ -259,7 +259,7 @@ def test_food101_recipe_fine_tunes_from_the_pth(tmp_path):
     assert scaling.input_range == (-1.0, 1.0) and scaling.normalization == "authors"
 
     wrong = run_recipe("food101.py", "--dataset=folder", f"--data_dir={food}", f"--model_dir={out}2",
-                       f"--init_checkpoint={PTH}", "--model=skipblocknet_s", check=False)
+                       f"--init_checkpoint={PTH}", "--model=skipblocknet_s", check=False, in_process=True)
     assert wrong.returncode == 2 and "use --model skipblocknet_m" in wrong.stderr
     assert "Traceback" not in wrong.stderr
 

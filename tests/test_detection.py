@@ -456,11 +456,16 @@ def _op_types(flatbuffer):
             for op in interpreter._get_ops_details()]
 
 
-def test_int8_detector_quantizes_the_network_and_keeps_post_processing_float(trained):
+@pytest.fixture(scope="session")
+def int8_detector(trained):
+    """(int8, float32 reference) `.tflite` bytes of the trained tiny detector."""
     from keras_skipblock import litert
 
-    model, _, _, _ = trained
-    int8, float32 = litert.convert_with_reference(model, "int8", litert.scene_images(64, SMALL, "train"))
+    return litert.convert_with_reference(trained[0], "int8", litert.scene_images(64, SMALL, "train"))
+
+
+def test_int8_detector_quantizes_the_network_and_keeps_post_processing_float(int8_detector):
+    int8, float32 = int8_detector
     ops = _op_types(int8)
     convolutions = [op for op in ops if op[0] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
     assert convolutions and all(op[1][0] == "int8" and op[2] == ["int8"] for op in convolutions)
@@ -498,15 +503,23 @@ def _iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
-def test_int8_detector_that_loses_map_is_refused_and_not_written(trained, tmp_path, monkeypatch):
+def test_int8_detector_that_loses_map_is_refused_and_not_written(trained, int8_detector, tmp_path, monkeypatch):
     import importlib
 
     from keras_skipblock import litert
 
     checks = importlib.import_module("keras_skipblock.litert.verify")  # litert.verify is the function
     monkeypatch.setattr(checks, "MAX_INT8_MAP_DROP", -1.0)  # no int8 model can pass
+    pipeline = importlib.import_module("keras_skipblock.litert.pipeline")
+    asked = []
+
+    def converted(model, quantize, calibration, **kwargs):  # the conversion the test above checks
+        asked.append((quantize, len(calibration)))
+        return int8_detector
+
+    monkeypatch.setattr(pipeline, "convert_with_reference", converted)
     output = tmp_path / "detector_int8.tflite"
     with pytest.raises(litert.VerificationError, match="int8 check FAILED.*nothing written"):
         litert.convert_file(trained[0], str(output), "int8", num_calibration=16, num_verify=8,
                             log=lambda *a: None)
-    assert not output.exists()
+    assert asked == [("int8", 16)] and not output.exists()
