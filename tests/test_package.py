@@ -27,24 +27,18 @@ def _python(code, timeout=300):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_import_is_light_and_gives_the_core():
-    loaded = _python(
+def test_import_is_light_and_gives_the_core_then_the_rest_loads_on_use():
+    on_import, on_use = _python(
         "import json, sys\n"
         "import keras_skipblock as ks\n"
         "names = [ks.BiasLoss, ks.BiasWeights, ks.bias_weights, ks.BiasLossModel, ks.with_features,\n"
         "         ks.models.SkipblockNetM, ks.models.get_model, ks.count_flops, ks.count_params]\n"
-        f"print(json.dumps([m for m in {NOT_ON_IMPORT!r} if m in sys.modules]))\n")
-    assert loaded == []
-
-
-def test_the_rest_loads_on_use():
-    loaded = _python(
-        "import json, sys\n"
-        "import keras_skipblock as ks\n"
+        f"on_import = [m for m in {NOT_ON_IMPORT!r} if m in sys.modules]\n"
         "ks.training.TrainConfig, ks.detection.DetectionConfig, ks.detection.voc_map\n"
-        "print(json.dumps([m for m in ('keras_skipblock.training', 'keras_skipblock.detection.train')\n"
-        "                  if m in sys.modules]))\n")
-    assert loaded == ["keras_skipblock.training", "keras_skipblock.detection.train"]
+        "print(json.dumps([on_import, [m for m in ('keras_skipblock.training', 'keras_skipblock.detection.train')\n"
+        "                              if m in sys.modules]]))\n")
+    assert on_import == []
+    assert on_use == ["keras_skipblock.training", "keras_skipblock.detection.train"]
 
 
 def test_load_model_revives_a_saved_detector_in_a_fresh_process(tmp_path):
