@@ -466,19 +466,13 @@ def test_convert_script_turns_best_qat_into_int8_without_calibration_and_checks_
     recipe's --qat_epochs writes) converts with no calibration images and passes the QAT
     check (litert.verify: agreement >= MIN_QAT_AGREEMENT, 99th percentile within
     MAX_QAT_P99_STEPS output steps) on real Fashion-MNIST test images."""
-    import subprocess
-    import sys
-
     from keras_skipblock import litert
+    from test_recipes import run_script  # its entry point in this process (a shell's: test_tflite.py)
 
     _, summary, qat = trained
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     output = str(tmp_path / "qat.tflite")
-    result = subprocess.run(
-        [sys.executable, os.path.join(repo, "tflite", "convert.py"), f"--checkpoint={summary['path']}",
-         "--quantize=int8", f"--output={output}", "--num_verify=200"],
-        cwd=repo, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""),
-        capture_output=True, text=True, timeout=300)
+    result = run_script("tflite/convert.py", [f"--checkpoint={summary['path']}", "--quantize=int8",
+                                              f"--output={output}", "--num_verify=200"])
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
     lines = result.stdout.splitlines()
     assert any(line.startswith("calibration: none (a quantization-aware model") for line in lines), lines
