@@ -44,12 +44,10 @@ def digits():
 # files) are session-scoped even where one module uses them: work stealing interleaves modules on a
 # worker, and pytest rebuilt a module-scoped fixture each time a worker came back to its module
 # (test_tflite.py's trained model: three times in one run, 9 s each). Each seeds itself.
-# The longest tests go first, so that they do not start last and leave one worker idle at the end. CI seconds before the multi-worker test's small
-# model and the in-process recipe runs: 108 (multi_worker), 32 (mirrored on two logical CPUs),
-# 31 (fashion_mnist + QAT), 26 (a killed run resuming), 20 (imagenet -> food101), 15 (food101 from
-# the .pth). Since, with tests/scripts/small_skipblocknet.py, the multi-worker test takes 39% of its
-# CPU time (32 s, was 83 s) and the mirrored one 58% (21 s, was 37 s); the recipe runs that now run
-# in-process take a process start-up (about 5 s of CPU) less.
+# The longest tests go first, so that they do not start last and leave one worker idle at the end.
+# Seconds on a clean clone (2026-12-05): 47 (multi_worker: two processes, started twice, and a 12 s
+# stall), 16 (mirrored on two logical CPUs), 20 (a killed run resuming), 17 (imagenet -> food101),
+# 13 (food101 from the .pth).
 LONGEST_FIRST = (
     "tests/test_multi_worker.py",
     "tests/test_distributed_training.py",
