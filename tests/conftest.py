@@ -57,11 +57,28 @@ LONGEST_FIRST = (
 )
 
 
+# Then the modules with expensive session fixtures (trained models, conversions), in the first
+# worker's share of the queue; many short tests with no such fixture go last. A worker that runs out
+# of tests takes half of the other's remaining queue from its end, and a module split between the
+# workers builds its fixtures on both.
+FIXTURES_EARLY = (
+    "tests/test_quantization.py", "tests/test_detection.py", "tests/test_tflite.py",
+    "tests/test_quantization_detection.py", "tests/test_authors_weights.py",
+)
+SHORT_LAST = (
+    "tests/test_bias_loss.py", "tests/test_compat.py", "tests/test_data.py", "tests/test_schedules.py",
+    "tests/test_analysis.py", "tests/test_flops.py", "tests/test_logging_utils.py",
+    "tests/test_packaging.py",
+)
+
+
 def pytest_collection_modifyitems(session, config, items):
     def rank(item):
         for index, prefix in enumerate(LONGEST_FIRST):
             if item.nodeid.startswith(prefix):
                 return index
-        return len(LONGEST_FIRST)
+        if item.nodeid.startswith(FIXTURES_EARLY):
+            return len(LONGEST_FIRST)
+        return len(LONGEST_FIRST) + 1 + item.nodeid.startswith(SHORT_LAST)
 
     items.sort(key=rank)  # stable: the rest keep their order
