@@ -314,14 +314,16 @@ class QuantConv(QuantLayer):
         self.activation = activation
         self.quantize_output = bool(quantize_output)
 
-    def build(self, input_shape):
-        channels = int(input_shape[-1])
+    def _kernel_shape(self, channels):
         if self.kind == "conv":
-            shape, out = (*self.kernel_size, channels, self.filters), self.filters
-        elif self.kind == "depthwise":
-            shape, out = (*self.kernel_size, channels, self.depth_multiplier), channels * self.depth_multiplier
-        else:
-            shape, out = (channels, self.filters), self.filters
+            return (*self.kernel_size, channels, self.filters)
+        if self.kind == "depthwise":
+            return (*self.kernel_size, channels, self.depth_multiplier)
+        return (channels, self.filters)
+
+    def build(self, input_shape):
+        shape = self._kernel_shape(int(input_shape[-1]))
+        out = shape[-2] * shape[-1] if self.kind == "depthwise" else shape[-1]
         self.out_channels = out
         self.kernel = self.add_weight(shape=shape, initializer="glorot_uniform", name="kernel")
         if self.use_bias:
@@ -436,20 +438,10 @@ class QuantConv(QuantLayer):
         return out
 
     def compute_output_shape(self, input_shape):
-        # Without it Keras traces `call` to learn the shape: 60 % of quantize_model's and of loading's time.
-        if self.kind == "dense":
-            return (*input_shape[:-1], self.filters)
-        spatial = []
-        for size, kernel, stride, dilation in zip(input_shape[1:-1], self.kernel_size, self.strides,
-                                                  self.dilation_rate):
-            if size is None:
-                spatial.append(None)
-            elif self.padding == "same":
-                spatial.append(-(-size // stride))
-            else:
-                spatial.append((size - dilation * (kernel - 1) - 1) // stride + 1)
-        out = self.filters if self.kind == "conv" else input_shape[-1] * self.depth_multiplier
-        return (input_shape[0], *spatial, out)
+        # Stated, or Keras traces all of `call` to learn it (60 % of quantize_model's and of loading's
+        # time); `_linear` on symbolic tensors: Keras' own shape rules for the op `call` runs.
+        kernel = keras.KerasTensor(self._kernel_shape(input_shape[-1]))
+        return self._linear(keras.KerasTensor(tuple(input_shape)), kernel).shape
 
     def get_config(self):
         return {**super().get_config(), "kind": self.kind, "filters": self.filters,
