@@ -7,7 +7,6 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import gc  # noqa: E402
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 

@@ -27,6 +27,14 @@ TINY = ["--model=mobilenet_v3_small", "--width=0.35", "--image_size=32", "--batc
         "--run_eagerly"]
 
 
+def load_module(path, name):
+    """The Python file at `path` (under the repository), loaded as a module named `name`."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_script(script, args):
     """`script` (a path under the repository, e.g. "recipes/imagenet.py") run in this
     process with `args` through its own entry point, as a CompletedProcess: exit status,
@@ -37,13 +45,11 @@ def run_script(script, args):
 
     before = set(flags.FLAGS)
     path = os.path.join(REPO, script)
-    spec = importlib.util.spec_from_file_location(f"script_{os.path.basename(script)[:-3]}", path)
-    module = importlib.util.module_from_spec(spec)
     out, err = io.StringIO(), io.StringIO()
     argv = [path, *args]
     try:
         with redirect_stdout(out), redirect_stderr(err):
-            spec.loader.exec_module(module)
+            module = load_module(script, f"script_{os.path.basename(script)[:-3]}")
             try:
                 if hasattr(module, "DEFAULTS") and script.startswith("recipes/") and script != "recipes/voc.py":
                     module.main(argv)  # a recipe: common.define_flags + common.run
@@ -146,10 +152,7 @@ def test_fashion_mnist_recipe_runs_then_fine_tunes_quantization_aware(tmp_path, 
     from keras_skipblock.models import registry
     from keras_skipblock.quantization import is_quantized
 
-    spec = importlib.util.spec_from_file_location("small_skipblocknet",
-                                                  os.path.join(REPO, "tests", "scripts", "small_skipblocknet.py"))
-    small = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(small)
+    small = load_module(os.path.join("tests", "scripts", "small_skipblocknet.py"), "small_skipblocknet")
     monkeypatch.setattr(registry, "get_model", small.get_model)
     data_dir = write_fake_fashion(str(tmp_path / "fm"), n_train=64, n_test=16)
     out = str(tmp_path / "run")
